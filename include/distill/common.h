@@ -1,0 +1,96 @@
+/*
+ * distill/common.h - version, status codes, errors and threads.
+ *
+ * Every fallible libdistill call returns an int status: DISTILL_OK (0) on
+ * success, or one of the negative DISTILL_E* codes below.  The codes keep
+ * their values forever.  After a failure, distill_last_error() returns a
+ * message for the calling thread that says what went wrong and where, e.g.
+ *
+ *     conv2d 'layer2.0.conv1': input has 16 channels, weight expects 32
+ *
+ * The library never prints, never calls exit() or abort() on bad input, and
+ * keeps no global mutable state other than the thread-local error message.
+ *
+ * Thread rules: a handle (model, dataset, trainer, ...) is used by one thread
+ * at a time; distinct handles may be used from distinct threads at once.
+ */
+#ifndef DISTILL_COMMON_H
+#define DISTILL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "distill/version.h"
+
+#if defined(_WIN32) && defined(DISTILL_BUILDING_SHARED)
+#define DISTILL_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define DISTILL_API __attribute__((visibility("default")))
+#else
+#define DISTILL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Status codes.  Values are part of the ABI and never change. */
+typedef enum distill_status {
+    DISTILL_OK = 0,
+    DISTILL_EINVAL = -1,      /**< an argument is invalid (NULL, out of range, bad name) */
+    DISTILL_ENOMEM = -2,      /**< an allocation failed */
+    DISTILL_ESHAPE = -3,      /**< tensor shapes do not fit together */
+    DISTILL_ENOTFOUND = -4,   /**< a named node, parameter, file or class does not exist */
+    DISTILL_EEXISTS = -5,     /**< a name is already taken */
+    DISTILL_EIO = -6,         /**< reading or writing a file failed */
+    DISTILL_EFORMAT = -7,     /**< a file is corrupt, truncated or not of the expected kind */
+    DISTILL_EUNSUPPORTED = -8,/**< valid, but not supported by this build */
+    DISTILL_EBACKEND = -9,    /**< the compute backend (oneDNN) reported an error */
+    DISTILL_ESTATE = -10,     /**< a call came in the wrong order (e.g. backward before forward) */
+    DISTILL_ENONFINITE = -11, /**< a loss, gradient or input is NaN or infinite */
+    DISTILL_ECANCELLED = -12, /**< the host's callback asked to stop */
+    DISTILL_EVERSION = -13    /**< an options struct or file has a version this library does not know */
+} distill_status;
+
+/**
+ * Short, static description of a status code ("invalid argument", ...).
+ * Never returns NULL; unknown codes give "unknown error".
+ */
+DISTILL_API const char *distill_strerror(int status);
+
+/**
+ * The message of the last failed call made by this thread.  Never returns
+ * NULL; "" when no call has failed since the last distill_error_clear().
+ * The string belongs to the library and stays valid until this thread's
+ * next libdistill call.
+ */
+DISTILL_API const char *distill_last_error(void);
+
+/** Forget this thread's last error message. */
+DISTILL_API void distill_error_clear(void);
+
+/**
+ * The library's version string, "MAJOR.MINOR.PATCH", of the library actually
+ * loaded (compare with DISTILL_VERSION_STRING from the headers compiled in).
+ */
+DISTILL_API const char *distill_version(void);
+
+/** The loaded library's DISTILL_VERSION_NUMBER. */
+DISTILL_API int distill_version_number(void);
+
+/**
+ * Set the number of threads used by compute calls made from the calling
+ * thread (oneDNN's and the library's own parallel loops).  n <= 0 restores
+ * the process default (OMP_NUM_THREADS, else the number of cores).
+ * Returns DISTILL_OK.
+ */
+DISTILL_API int distill_set_num_threads(int n);
+
+/** The number of threads compute calls from this thread will use. */
+DISTILL_API int distill_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTILL_COMMON_H */

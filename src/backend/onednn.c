@@ -1,0 +1,1905 @@
+/*
+ * onednn.c - the execution engine: turns a model's graph into a plan of
+ * oneDNN primitives for one batch size and mode, and runs it.
+ *
+ * This folder is the only place that includes dnnl.h.
+ *
+ * A plan is built once per (batch size, mode) and cached on the model:
+ *
+ *   - buffers: every activation, gradient, workspace and converted weight
+ *     is a "buffer" with a oneDNN memory descriptor.  Activations keep the
+ *     layout the primitives choose (format_tag_any, usually nChw16c);
+ *     reorders happen only where a consumer needs another layout, at the
+ *     input, and where values cross the API.
+ *   - steps: the forward pass, then (training) the backward pass, as one
+ *     list of (primitive, arguments) or small library kernels.  Nothing is
+ *     created or allocated when a plan runs.
+ *   - one arena: each buffer's lifetime is the span of steps that use it;
+ *     buffers whose lifetimes do not overlap share memory.  Outputs of kept
+ *     nodes live for the whole plan, so taps can be read after forward.
+ *   - one scratchpad, shared by all primitives (user scratchpad mode).
+ *
+ * Backward accumulates parameter gradients into the model's gradient block
+ * (reorder with a sum post-op); where a node's output feeds several
+ * consumers, their gradients are summed into one buffer.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <dnnl.h>
+#include <dnnl_debug.h>
+
+#include "nn/graph.h"
+#include "tensor_internal.h"
+
+/* ------------------------------------------------------------ engine */
+
+static dnnl_engine_t g_engine;
+static dnnl_status_t g_engine_status = dnnl_success;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+
+static void engine_init_once(void)
+{
+    g_engine_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+}
+
+static int get_engine(dnnl_engine_t *e)
+{
+    pthread_once(&g_engine_once, engine_init_once);
+    if (g_engine_status != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "oneDNN: cannot create the CPU engine: %s",
+                      dnnl_status2str(g_engine_status));
+    *e = g_engine;
+    return DISTILL_OK;
+}
+
+/* ------------------------------------------------------------ plan types */
+
+enum { BUF_ARENA = 0, BUF_EXTERNAL = 1 };
+
+typedef struct buf {
+    dnnl_memory_desc_t md;
+    size_t size;
+    int kind;
+    int alias;        /* -1, or the buffer whose memory this one views */
+    void *ext;        /* BUF_EXTERNAL: fixed pointer (NULL: set at run time) */
+    int first, last;  /* step indexes of first and last use */
+    size_t offset;    /* in the arena */
+    dnnl_memory_t mem;
+} buf;
+
+#define MAX_ARGS 12
+
+enum {
+    K_PRIM = 0,
+    K_BN_STATS,     /* update running stats: b0 mean, b1 var; node */
+    K_ADD_INTO,     /* grad[dst ext] += b0 (plain, numel i0) */
+    K_DROPOUT_FWD,  /* b0 in, b1 mask, b2 out; f0 = p */
+    K_DROPOUT_BWD,  /* b0 diff_dst, b1 mask, b2 target; i0 = accumulate */
+    K_ZERO          /* b0 = 0 */
+};
+
+typedef struct step {
+    int kind;
+    int node;
+    dnnl_primitive_t prim;
+    dnnl_primitive_desc_t pd;
+    int nargs;
+    int argk[MAX_ARGS];
+    int argb[MAX_ARGS];
+    dnnl_exec_arg_t args[MAX_ARGS + 1];
+    int b[4];
+    int64_t i0;
+    float f0;
+} step;
+
+typedef struct plan {
+    struct plan *next;
+    int64_t N;
+    int training;
+    uint64_t version;
+
+    buf *bufs;
+    int nbufs, capbufs;
+    step *steps;
+    int nsteps, capsteps;
+    int fwd_end;      /* steps [0, fwd_end) are the forward pass */
+
+    int *out;         /* per node: buffer of its output */
+    int *diff;        /* per node: buffer of the gradient of its output, or -1 */
+    int *inj;         /* per node: external buffer for an injected gradient, or -1 */
+    int *inj_step;    /* per node: the step that copies it in, or -1 */
+    int *fwd_pd;      /* per node: step holding the forward pd (hint), or -1 */
+    int input_ext;    /* external buffer of the input batch */
+    int input_diff;   /* buffer of the gradient w.r.t. the input, or -1 */
+
+    /* reading outputs: per node, lazily made reorder to a plain external buffer */
+    dnnl_primitive_t *read_prim;
+    dnnl_memory_t *read_mem;
+
+    void *arena;
+    size_t arena_size;
+    void *scratch;
+    size_t scratch_size;
+    dnnl_memory_t scratch_mem;
+    dnnl_stream_t stream;
+
+    uint64_t dropout_seed;
+    int have_forward;  /* a forward ran on this plan since it was built */
+    int have_backward;
+} plan;
+
+/* ------------------------------------------------------------ helpers */
+
+#define DN(call, what)                                                                     \
+    do {                                                                                   \
+        dnnl_status_t st_ = (call);                                                        \
+        if (st_ != dnnl_success)                                                           \
+            return seterr(DISTILL_EBACKEND, "%s: oneDNN %s failed: %s", what, #call,        \
+                          dnnl_status2str(st_));                                           \
+    } while (0)
+
+static int new_buf(plan *p, const dnnl_memory_desc_t *md, int kind, void *ext, int *id)
+{
+    if (p->nbufs == p->capbufs) {
+        int cap = p->capbufs ? p->capbufs * 2 : 64;
+        buf *nb = xrealloc(p->bufs, (size_t)cap * sizeof *nb);
+        if (!nb)
+            return DISTILL_ENOMEM;
+        p->bufs = nb;
+        p->capbufs = cap;
+    }
+    buf *b = &p->bufs[p->nbufs];
+    memset(b, 0, sizeof *b);
+    b->md = *md;
+    b->size = dnnl_memory_desc_get_size(md);
+    b->kind = kind;
+    b->alias = -1;
+    b->ext = ext;
+    b->first = -1;
+    b->last = -1;
+    *id = p->nbufs++;
+    return DISTILL_OK;
+}
+
+static int view_buf(plan *p, int of, const dnnl_memory_desc_t *md, int *id)
+{
+    while (p->bufs[of].alias >= 0)
+        of = p->bufs[of].alias;
+    int rc = new_buf(p, md, p->bufs[of].kind, p->bufs[of].ext, id);
+    if (rc)
+        return rc;
+    p->bufs[*id].alias = of;
+    return DISTILL_OK;
+}
+
+static int root(const plan *p, int id)
+{
+    while (p->bufs[id].alias >= 0)
+        id = p->bufs[id].alias;
+    return id;
+}
+
+static void use(plan *p, int id, int at)
+{
+    buf *b = &p->bufs[root(p, id)];
+    if (b->first < 0 || at < b->first)
+        b->first = at;
+    if (at > b->last)
+        b->last = at;
+}
+
+static int new_step(plan *p, int kind, int node, step **out)
+{
+    if (p->nsteps == p->capsteps) {
+        int cap = p->capsteps ? p->capsteps * 2 : 64;
+        step *ns = xrealloc(p->steps, (size_t)cap * sizeof *ns);
+        if (!ns)
+            return DISTILL_ENOMEM;
+        p->steps = ns;
+        p->capsteps = cap;
+    }
+    step *s = &p->steps[p->nsteps++];
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->node = node;
+    s->b[0] = s->b[1] = s->b[2] = s->b[3] = -1;
+    *out = s;
+    return DISTILL_OK;
+}
+
+static void step_arg(plan *p, step *s, int kind, int b)
+{
+    s->argk[s->nargs] = kind;
+    s->argb[s->nargs] = b;
+    s->nargs++;
+    use(p, b, (int)(s - p->steps));
+}
+
+static void step_buf(plan *p, step *s, int slot, int b)
+{
+    s->b[slot] = b;
+    use(p, b, (int)(s - p->steps));
+}
+
+static const char *nname(const distill_model *m, int i)
+{
+    return i >= 0 ? m->nodes[i].name : "(plan)";
+}
+
+/* Create a primitive descriptor (user scratchpad, optional post-ops). */
+static int make_pd(plan *p, const distill_model *m, int node, const_dnnl_op_desc_t od,
+                   const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post,
+                   dnnl_primitive_desc_t *out)
+{
+    dnnl_engine_t eng = NULL;
+    int rc = get_engine(&eng);
+    if (rc)
+        return rc;
+    dnnl_primitive_attr_t attr;
+    DN(dnnl_primitive_attr_create(&attr), nname(m, node));
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (post)
+        dnnl_primitive_attr_set_post_ops(attr, post);
+    dnnl_status_t st = dnnl_primitive_desc_create(out, od, attr, eng, hint);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "%s '%s': oneDNN has no implementation for this shape: %s",
+                      node >= 0 ? distill_op_name(m->nodes[node].op) : "plan", nname(m, node),
+                      dnnl_status2str(st));
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(*out, dnnl_query_scratchpad_md, 0);
+    if (sp && dnnl_memory_desc_get_size(sp) > p->scratch_size)
+        p->scratch_size = dnnl_memory_desc_get_size(sp);
+    return DISTILL_OK;
+}
+
+/* Append a step running the primitive of `pd`; the step takes ownership of
+ * pd (even on failure). */
+static int add_prim(plan *p, const distill_model *m, int node, dnnl_primitive_desc_t pd,
+                    step **out)
+{
+    step *s;
+    int rc = new_step(p, K_PRIM, node, &s);
+    if (rc) {
+        dnnl_primitive_desc_destroy(pd);
+        return rc;
+    }
+    s->pd = pd;
+    dnnl_status_t st = dnnl_primitive_create(&s->prim, pd);
+    if (st != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "'%s': oneDNN primitive creation failed: %s",
+                      nname(m, node), dnnl_status2str(st));
+    *out = s;
+    return DISTILL_OK;
+}
+
+static int prim_step(plan *p, const distill_model *m, int node, const_dnnl_op_desc_t od,
+                     const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post, step **out)
+{
+    dnnl_primitive_desc_t pd;
+    int rc = make_pd(p, m, node, od, hint, post, &pd);
+    return rc ? rc : add_prim(p, m, node, pd, out);
+}
+
+static const dnnl_memory_desc_t *pd_md(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int idx)
+{
+    return dnnl_primitive_desc_query_md(pd, what, idx);
+}
+
+static const dnnl_memory_desc_t *qmd(const step *s, dnnl_query_t what, int idx)
+{
+    return dnnl_primitive_desc_query_md(s->pd, what, idx);
+}
+
+/* A reorder step src -> dst (optionally accumulating: dst += src). */
+static int reorder_step(plan *p, const distill_model *m, int node, int src, int dst, int accumulate)
+{
+    dnnl_engine_t eng = NULL;
+    int rc = get_engine(&eng);
+    if (rc)
+        return rc;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (accumulate) {
+        DN(dnnl_primitive_attr_create(&attr), nname(m, node));
+        DN(dnnl_post_ops_create(&po), nname(m, node));
+        dnnl_post_ops_append_sum(po, 1.0f);
+        dnnl_primitive_attr_set_post_ops(attr, po);
+        dnnl_post_ops_destroy(po);
+    }
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &p->bufs[src].md, eng,
+                                                          &p->bufs[dst].md, eng, attr);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "'%s': oneDNN reorder failed: %s", nname(m, node),
+                      dnnl_status2str(st));
+    step *s;
+    if ((rc = new_step(p, K_PRIM, node, &s))) {
+        dnnl_primitive_desc_destroy(pd);
+        return rc;
+    }
+    s->pd = pd;
+    st = dnnl_primitive_create(&s->prim, pd);
+    if (st != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "'%s': oneDNN reorder creation failed: %s",
+                      nname(m, node), dnnl_status2str(st));
+    s->i0 = accumulate;
+    step_arg(p, s, DNNL_ARG_FROM, src);
+    step_arg(p, s, DNNL_ARG_TO, dst);
+    return DISTILL_OK;
+}
+
+/* Plain (row-major) md for a node's batch tensor. */
+static void plain_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t d;
+    if (n->rank == 3) {
+        d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
+        dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_nchw);
+    } else {
+        d[0] = N, d[1] = n->dims[0];
+        dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_nc);
+    }
+}
+
+static void any_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t d;
+    if (n->rank == 3) {
+        d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
+        dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_format_tag_any);
+    } else {
+        d[0] = N, d[1] = n->dims[0];
+        dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_format_tag_any);
+    }
+}
+
+/* External plain memory over a parameter tensor (data, grad or stats). */
+static int param_buf(plan *p, distill_model *m, int pi, int grad, int *id)
+{
+    const param *pr = &m->params[pi];
+    dnnl_memory_desc_t md;
+    dnnl_dims_t d;
+    for (int k = 0; k < pr->rank; k++)
+        d[k] = pr->dims[k];
+    static const dnnl_format_tag_t tags[5] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
+                                              dnnl_abcd};
+    dnnl_memory_desc_init_by_tag(&md, pr->rank, d, dnnl_f32, tags[pr->rank]);
+    float *ptr = grad ? param_grad(m, pr) : param_data(m, pr);
+    return new_buf(p, &md, BUF_EXTERNAL, ptr, id);
+}
+
+/* Buffer holding node x's output in layout `want`: the output itself if it
+ * matches, else a converted copy made right after x is computed. */
+static int as_layout(plan *p, const distill_model *m, int x, const dnnl_memory_desc_t *want,
+                     int *id)
+{
+    int have = p->out[x];
+    if (dnnl_memory_desc_equal(&p->bufs[have].md, want)) {
+        *id = have;
+        return DISTILL_OK;
+    }
+    int rc = new_buf(p, want, BUF_ARENA, NULL, id);
+    if (rc)
+        return rc;
+    return reorder_step(p, m, x, have, *id, 0);
+}
+
+/* Weights for a primitive: the plain parameter if its layout matches, else a
+ * buffer converted at the start of each pass (weights change every step). */
+static int weights_for(plan *p, distill_model *m, int node, int pi,
+                       const dnnl_memory_desc_t *want, int *id)
+{
+    int ext, rc = param_buf(p, m, pi, 0, &ext);
+    if (rc)
+        return rc;
+    if (want->ndims == 5) {
+        /* grouped conv: oneDNN's (G, O/G, I/G, kH, kW) over the model's
+         * (O, I/G, kH, kW), which is the same plain memory */
+        dnnl_memory_desc_t plain5;
+        int v;
+        dnnl_memory_desc_init_by_tag(&plain5, 5, want->dims, dnnl_f32, dnnl_abcde);
+        if ((rc = view_buf(p, ext, &plain5, &v)))
+            return rc;
+        ext = v;
+    }
+    if (dnnl_memory_desc_equal(&p->bufs[ext].md, want)) {
+        *id = ext;
+        return DISTILL_OK;
+    }
+    if ((rc = new_buf(p, want, BUF_ARENA, NULL, id)))
+        return rc;
+    return reorder_step(p, m, node, ext, *id, 0);
+}
+
+/* ------------------------------------------------------------ forward */
+
+static int fwd_conv(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    dnnl_memory_desc_t src, wei, bia, dst;
+    any_md(xn, p->N, &src);
+    any_md(n, p->N, &dst);
+    dnnl_dims_t wd;
+    int wr;
+    if (n->groups > 1) {
+        wd[0] = n->groups, wd[1] = n->out_channels / n->groups, wd[2] = xn->dims[0] / n->groups;
+        wd[3] = n->kh, wd[4] = n->kw;
+        wr = 5;
+    } else {
+        wd[0] = n->out_channels, wd[1] = xn->dims[0], wd[2] = n->kh, wd[3] = n->kw;
+        wr = 4;
+    }
+    dnnl_memory_desc_init_by_tag(&wei, wr, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_dims_t bd = {n->out_channels};
+    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
+    dnnl_convolution_desc_t cd;
+    DN(dnnl_dilated_convolution_forward_desc_init(
+           &cd, training ? dnnl_forward_training : dnnl_forward_inference,
+           dnnl_convolution_direct, &src, &wei, n->bias ? &bia : NULL, &dst, strides, dil, pad,
+           pad),
+       n->name);
+    dnnl_primitive_desc_t pd;
+    int rc = make_pd(p, m, i, &cd, NULL, NULL, &pd);
+    if (rc)
+        return rc;
+    int in, w, o;
+    dnnl_memory_desc_t want_src = *pd_md(pd, dnnl_query_src_md, 0);
+    dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_desc_t want_dst = *pd_md(pd, dnnl_query_dst_md, 0);
+    step *s;
+    if ((rc = as_layout(p, m, x, &want_src, &in)) ||
+        (rc = weights_for(p, m, i, n->param_first, &want_w, &w)) ||
+        (rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o))) {
+        dnnl_primitive_desc_destroy(pd);
+        return rc;
+    }
+    if ((rc = add_prim(p, m, i, pd, &s)))
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    step_arg(p, s, DNNL_ARG_SRC, in);
+    step_arg(p, s, DNNL_ARG_WEIGHTS, w);
+    if (n->bias) {
+        int b;
+        if ((rc = param_buf(p, m, n->param_first + 1, 0, &b)))
+            return rc;
+        step_arg(p, s, DNNL_ARG_BIAS, b);
+    }
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+/* Emit a primitive whose inputs are already in place: build, then attach. */
+static int fwd_linear(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    dnnl_memory_desc_t src = p->bufs[p->out[x]].md, wei, bia, dst;
+    (void)xn;
+    dnnl_dims_t wd = {n->out_channels, xn->dims[0]};
+    dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_dims_t bd = {n->out_channels};
+    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
+    any_md(n, p->N, &dst);
+    dnnl_inner_product_desc_t d;
+    DN(dnnl_inner_product_forward_desc_init(
+           &d, training ? dnnl_forward_training : dnnl_forward_inference, &src, &wei,
+           n->bias ? &bia : NULL, &dst),
+       n->name);
+    dnnl_primitive_desc_t pd;
+    int rc = make_pd(p, m, i, &d, NULL, NULL, &pd);
+    if (rc)
+        return rc;
+    dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_desc_t want_dst = *pd_md(pd, dnnl_query_dst_md, 0);
+    int w, o;
+    step *s;
+    if ((rc = weights_for(p, m, i, n->param_first, &want_w, &w)) ||
+        (rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o))) {
+        dnnl_primitive_desc_destroy(pd);
+        return rc;
+    }
+    if ((rc = add_prim(p, m, i, pd, &s)))
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_WEIGHTS, w);
+    if (n->bias) {
+        int b;
+        if ((rc = param_buf(p, m, n->param_first + 1, 0, &b)))
+            return rc;
+        step_arg(p, s, DNNL_ARG_BIAS, b);
+    }
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int fwd_batchnorm(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
+    unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats);
+    dnnl_batch_normalization_desc_t d;
+    DN(dnnl_batch_normalization_forward_desc_init(
+           &d, training ? dnnl_forward_training : dnnl_forward_inference, &data, n->eps, flags),
+       n->name);
+    step *s;
+    int rc = prim_step(p, m, i, &d, NULL, NULL, &s);
+    if (rc)
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    int o, sc, sh, mean, var;
+    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)) ||
+        (rc = param_buf(p, m, n->param_first, 0, &sc)) ||
+        (rc = param_buf(p, m, n->param_first + 1, 0, &sh)))
+        return rc;
+    if (training) {
+        if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 1), BUF_ARENA, NULL, &mean)) ||
+            (rc = new_buf(p, qmd(s, dnnl_query_dst_md, 2), BUF_ARENA, NULL, &var)))
+            return rc;
+    } else {
+        if ((rc = param_buf(p, m, n->param_first + 2, 0, &mean)) ||
+            (rc = param_buf(p, m, n->param_first + 3, 0, &var)))
+            return rc;
+    }
+    s = &p->steps[p->fwd_pd[i]];
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_SCALE, sc);
+    step_arg(p, s, DNNL_ARG_SHIFT, sh);
+    step_arg(p, s, DNNL_ARG_MEAN, mean);
+    step_arg(p, s, DNNL_ARG_VARIANCE, var);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    if (training) {
+        step *u;
+        if ((rc = new_step(p, K_BN_STATS, i, &u)))
+            return rc;
+        step_buf(p, u, 0, mean);
+        step_buf(p, u, 1, var);
+    }
+    return DISTILL_OK;
+}
+
+static void eltwise_alg(const node *n, dnnl_alg_kind_t *alg, float *a, float *b, int bwd)
+{
+    *a = 0.0f, *b = 0.0f;
+    switch (n->op) {
+    case DISTILL_OP_RELU:
+        *alg = bwd ? dnnl_eltwise_relu_use_dst_for_bwd : dnnl_eltwise_relu;
+        break;
+    case DISTILL_OP_RELU6:
+        *alg = bwd ? dnnl_eltwise_clip_v2_use_dst_for_bwd : dnnl_eltwise_clip_v2;
+        *b = 6.0f;
+        break;
+    case DISTILL_OP_LEAKY_RELU:
+        *alg = dnnl_eltwise_relu;
+        *a = n->alpha;
+        break;
+    default: /* gelu */
+        *alg = n->tanh_approx ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf;
+        break;
+    }
+}
+
+static int fwd_eltwise(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
+    dnnl_alg_kind_t alg;
+    float a, b;
+    /* the *_use_dst_for_bwd forms must also be used forward so that the
+     * backward primitive finds a matching hint */
+    eltwise_alg(n, &alg, &a, &b, training);
+    dnnl_eltwise_desc_t d;
+    DN(dnnl_eltwise_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+                                      alg, &data, a, b),
+       n->name);
+    step *s;
+    int rc = prim_step(p, m, i, &d, NULL, NULL, &s);
+    if (rc)
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    int o;
+    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+        return rc;
+    s = &p->steps[p->fwd_pd[i]];
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static void pool_params(const node *n, const node *xn, dnnl_alg_kind_t *alg, dnnl_dims_t st,
+                        dnnl_dims_t k, dnnl_dims_t pl, dnnl_dims_t pr)
+{
+    *alg = n->op == DISTILL_OP_MAXPOOL ? dnnl_pooling_max : dnnl_pooling_avg_include_padding;
+    if (n->op == DISTILL_OP_GLOBAL_AVGPOOL) {
+        k[0] = xn->dims[1], k[1] = xn->dims[2];
+        st[0] = st[1] = 1;
+        pl[0] = pl[1] = pr[0] = pr[1] = 0;
+        return;
+    }
+    k[0] = n->kh, k[1] = n->kw;
+    st[0] = n->sh, st[1] = n->sw;
+    pl[0] = n->ph, pl[1] = n->pw;
+    /* right padding so that oneDNN's output size equals the floor formula */
+    pr[0] = (n->dims[1] - 1) * n->sh + n->kh - xn->dims[1] - n->ph;
+    pr[1] = (n->dims[2] - 1) * n->sw + n->kw - xn->dims[2] - n->pw;
+    if (pr[0] < 0)
+        pr[0] = 0;
+    if (pr[1] < 0)
+        pr[1] = 0;
+}
+
+static int fwd_pool(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    dnnl_memory_desc_t src = p->bufs[p->out[x]].md, dst;
+    any_md(n, p->N, &dst);
+    dnnl_alg_kind_t alg;
+    dnnl_dims_t st, k, pl, pr;
+    pool_params(n, xn, &alg, st, k, pl, pr);
+    dnnl_pooling_desc_t d;
+    DN(dnnl_pooling_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+                                      alg, &src, &dst, st, k, pl, pr),
+       n->name);
+    step *s;
+    int rc = prim_step(p, m, i, &d, NULL, NULL, &s);
+    if (rc)
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    int o, ws = -1;
+    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+        return rc;
+    const dnnl_memory_desc_t *wmd = qmd(s, dnnl_query_workspace_md, 0);
+    if (wmd && dnnl_memory_desc_get_size(wmd) > 0)
+        if ((rc = new_buf(p, wmd, BUF_ARENA, NULL, &ws)))
+            return rc;
+    s = &p->steps[p->fwd_pd[i]];
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    if (ws >= 0) {
+        step_arg(p, s, DNNL_ARG_WORKSPACE, ws);
+        s->b[0] = ws;
+    }
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int binary_add_step(plan *p, const distill_model *m, int node, int a, int b, int dst)
+{
+    dnnl_binary_desc_t d;
+    DN(dnnl_binary_desc_init(&d, dnnl_binary_add, &p->bufs[a].md, &p->bufs[b].md,
+                             &p->bufs[dst].md),
+       nname(m, node));
+    step *s;
+    int rc = prim_step(p, m, node, &d, NULL, NULL, &s);
+    if (rc)
+        return rc;
+    step_arg(p, s, DNNL_ARG_SRC_0, a);
+    step_arg(p, s, DNNL_ARG_SRC_1, b);
+    step_arg(p, s, DNNL_ARG_DST, dst);
+    return DISTILL_OK;
+}
+
+static int fwd_add(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int a = p->out[n->inputs[0]], o;
+    /* the result takes the first input's layout; the second is converted
+     * if it differs (rare: both come from the same kind of primitive) */
+    int rc, bb;
+    if ((rc = as_layout(p, m, n->inputs[1], &p->bufs[a].md, &bb)) ||
+        (rc = new_buf(p, &p->bufs[a].md, BUF_ARENA, NULL, &o)) ||
+        (rc = binary_add_step(p, m, i, a, bb, o)))
+        return rc;
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int fwd_concat(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    dnnl_memory_desc_t *mds = xmalloc((size_t)n->n_inputs * sizeof *mds);
+    if (!mds)
+        return DISTILL_ENOMEM;
+    for (int k = 0; k < n->n_inputs; k++)
+        mds[k] = p->bufs[p->out[n->inputs[k]]].md;
+    dnnl_engine_t eng = NULL;
+    int rc = get_engine(&eng);
+    if (rc) {
+        xfree(mds);
+        return rc;
+    }
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_attr_create(&attr);
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_concat_primitive_desc_create(&pd, NULL, n->n_inputs, 1, mds, attr, eng);
+    dnnl_primitive_attr_destroy(attr);
+    xfree(mds);
+    if (st != dnnl_success)
+        return seterr(DISTILL_EBACKEND, "concat '%s': oneDNN: %s", n->name, dnnl_status2str(st));
+    step *s;
+    if ((rc = new_step(p, K_PRIM, i, &s))) {
+        dnnl_primitive_desc_destroy(pd);
+        return rc;
+    }
+    s->pd = pd;
+    DN(dnnl_primitive_create(&s->prim, pd), n->name);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (sp && dnnl_memory_desc_get_size(sp) > p->scratch_size)
+        p->scratch_size = dnnl_memory_desc_get_size(sp);
+    int o, si = (int)(s - p->steps);
+    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+        return rc;
+    s = &p->steps[si];
+    for (int k = 0; k < n->n_inputs; k++)
+        step_arg(p, s, DNNL_ARG_MULTIPLE_SRC + k, p->out[n->inputs[k]]);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int fwd_flatten(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    if (xn->rank == 1) { /* a no-op */
+        p->out[i] = p->out[x];
+        return DISTILL_OK;
+    }
+    dnnl_memory_desc_t flat, img;
+    plain_md(n, p->N, &flat);
+    plain_md(xn, p->N, &img);
+    int o, v, rc;
+    if ((rc = new_buf(p, &flat, BUF_ARENA, NULL, &o)) || (rc = view_buf(p, o, &img, &v)) ||
+        (rc = reorder_step(p, m, i, p->out[x], v, 0)))
+        return rc;
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int fwd_dropout(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    if (!training || n->alpha == 0.0f) {
+        p->out[i] = p->out[x];
+        return DISTILL_OK;
+    }
+    int o, mask, rc;
+    if ((rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &o)) ||
+        (rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &mask)))
+        return rc;
+    step *s;
+    if ((rc = new_step(p, K_DROPOUT_FWD, i, &s)))
+        return rc;
+    step_buf(p, s, 0, p->out[x]);
+    step_buf(p, s, 1, mask);
+    step_buf(p, s, 2, o);
+    s->f0 = n->alpha;
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+static int fwd_softmax(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
+    dnnl_softmax_desc_t d;
+    DN(dnnl_softmax_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+                                      &data, 1),
+       n->name);
+    step *s;
+    int rc = prim_step(p, m, i, &d, NULL, NULL, &s);
+    if (rc)
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    int o;
+    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+        return rc;
+    s = &p->steps[p->fwd_pd[i]];
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    p->out[i] = o;
+    return DISTILL_OK;
+}
+
+/* ------------------------------------------------------------ backward */
+
+/* Where a gradient contribution to node x's output goes.  The first
+ * contribution writes x's gradient buffer directly; later ones are written
+ * to a temporary and added (binary add in place). */
+typedef struct contrib {
+    int target;  /* buffer to write */
+    int add;     /* nonzero: after writing, add target into p->diff[x] */
+} contrib;
+
+static int contrib_begin(plan *p, int x, contrib *c)
+{
+    const dnnl_memory_desc_t *md = &p->bufs[p->out[x]].md;
+    int rc;
+    if (p->diff[x] < 0) {
+        if ((rc = new_buf(p, md, BUF_ARENA, NULL, &p->diff[x])))
+            return rc;
+        c->target = p->diff[x];
+        c->add = 0;
+    } else {
+        if ((rc = new_buf(p, md, BUF_ARENA, NULL, &c->target)))
+            return rc;
+        c->add = 1;
+    }
+    return DISTILL_OK;
+}
+
+static int contrib_end(plan *p, const distill_model *m, int node, int x, const contrib *c)
+{
+    if (!c->add)
+        return DISTILL_OK;
+    return binary_add_step(p, m, node, p->diff[x], c->target, p->diff[x]);
+}
+
+/* A contribution that is a plain copy of buffer src (a reorder): accumulate
+ * with the reorder's sum post-op instead of a temporary. */
+static int contrib_copy(plan *p, const distill_model *m, int node, int x, int src)
+{
+    int rc;
+    if (p->diff[x] < 0) {
+        if ((rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &p->diff[x])))
+            return rc;
+        return reorder_step(p, m, node, src, p->diff[x], 0);
+    }
+    return reorder_step(p, m, node, src, p->diff[x], 1);
+}
+
+/* Accumulate a parameter gradient computed into `tmp` into the model's
+ * gradient block (parameter pi). */
+static int grad_accumulate(plan *p, distill_model *m, int node, int pi, int tmp)
+{
+    int g, rc = param_buf(p, m, pi, 1, &g);
+    if (rc)
+        return rc;
+    return reorder_step(p, m, node, tmp, g, 1);
+}
+
+static int bwd_conv(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    step *f = &p->steps[p->fwd_pd[i]];
+    /* the converted src and weights the forward used */
+    int src = f->argb[0], w = f->argb[1];
+    dnnl_memory_desc_t src_md = p->bufs[src].md, w_md = p->bufs[w].md, dd = p->bufs[p->diff[i]].md;
+    dnnl_memory_desc_t wany = w_md;
+    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
+    int rc;
+    /* backward weights: dW (and db) into temporaries, then += into the grad block */
+    {
+        dnnl_memory_desc_t dw_any, db;
+        dnnl_memory_desc_init_by_tag(&dw_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        dnnl_dims_t bd = {n->out_channels};
+        dnnl_memory_desc_init_by_tag(&db, 1, bd, dnnl_f32, dnnl_a);
+        dnnl_convolution_desc_t cd;
+        DN(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct,
+                                                               &src_md, &dw_any,
+                                                               n->bias ? &db : NULL, &dd, strides,
+                                                               dil, pad, pad),
+           n->name);
+        step *s;
+        if ((rc = prim_step(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+            return rc;
+        int si = (int)(s - p->steps);
+        const dnnl_memory_desc_t *want_src = qmd(s, dnnl_query_src_md, 0);
+        const dnnl_memory_desc_t *want_dd = qmd(s, dnnl_query_diff_dst_md, 0);
+        if (!dnnl_memory_desc_equal(want_src, &src_md) || !dnnl_memory_desc_equal(want_dd, &dd))
+            return seterr(DISTILL_EBACKEND, "conv2d '%s': backward-weights wants other layouts",
+                          n->name);
+        int dw, dbias = -1;
+        if ((rc = new_buf(p, qmd(s, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
+            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias))))
+            return rc;
+        s = &p->steps[si];
+        step_arg(p, s, DNNL_ARG_SRC, src);
+        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_DIFF_WEIGHTS, dw);
+        if (n->bias)
+            step_arg(p, s, DNNL_ARG_DIFF_BIAS, dbias);
+        /* grouped weights are 5-D in oneDNN, 4-D (O, I/g, kh, kw) in the model:
+         * view the temporary through the plain 4-D param layout */
+        if (n->groups > 1) {
+            dnnl_memory_desc_t plain5;
+            dnnl_memory_desc_init_by_tag(&plain5, 5, w_md.dims, dnnl_f32, dnnl_abcde);
+            int g, gv;
+            if ((rc = param_buf(p, m, n->param_first, 1, &g)) ||
+                (rc = view_buf(p, g, &plain5, &gv)) || (rc = reorder_step(p, m, i, dw, gv, 1)))
+                return rc;
+        } else if ((rc = grad_accumulate(p, m, i, n->param_first, dw))) {
+            return rc;
+        }
+        if (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias)))
+            return rc;
+    }
+    (void)wany;
+    /* backward data */
+    {
+        contrib c;
+        dnnl_memory_desc_t ds_md = p->bufs[p->out[x]].md;
+        dnnl_convolution_desc_t cd;
+        dnnl_memory_desc_t w_any;
+        dnnl_memory_desc_init_by_tag(&w_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        DN(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ds_md,
+                                                            &w_any, &dd, strides, dil, pad, pad),
+           n->name);
+        dnnl_primitive_desc_t pd;
+        if ((rc = make_pd(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &pd)))
+            return rc;
+        dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
+        int wb = w;
+        if (!dnnl_memory_desc_equal(&want_w, &w_md)) {
+            /* a second copy of the weights in the layout backward-data wants */
+            int ext;
+            if ((rc = param_buf(p, m, n->param_first, 0, &ext)) ||
+                (rc = new_buf(p, &want_w, BUF_ARENA, NULL, &wb))) {
+                dnnl_primitive_desc_destroy(pd);
+                return rc;
+            }
+            if (n->groups > 1) {
+                dnnl_memory_desc_t plain5;
+                dnnl_memory_desc_init_by_tag(&plain5, 5, w_md.dims, dnnl_f32, dnnl_abcde);
+                int v;
+                if ((rc = view_buf(p, ext, &plain5, &v))) {
+                    dnnl_primitive_desc_destroy(pd);
+                    return rc;
+                }
+                ext = v;
+            }
+            if ((rc = reorder_step(p, m, i, ext, wb, 0))) {
+                dnnl_primitive_desc_destroy(pd);
+                return rc;
+            }
+        }
+        if ((rc = contrib_begin(p, x, &c))) {
+            dnnl_primitive_desc_destroy(pd);
+            return rc;
+        }
+        step *s;
+        if ((rc = add_prim(p, m, i, pd, &s)))
+            return rc;
+        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_WEIGHTS, wb);
+        step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+        return contrib_end(p, m, i, x, &c);
+    }
+}
+
+static int bwd_linear(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    step *f = &p->steps[p->fwd_pd[i]];
+    int src = f->argb[0], w = f->argb[1];
+    dnnl_memory_desc_t src_md = p->bufs[src].md, w_md = p->bufs[w].md, dd = p->bufs[p->diff[i]].md;
+    int rc;
+    {
+        dnnl_memory_desc_t dw_any, db;
+        dnnl_memory_desc_init_by_tag(&dw_any, 2, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        dnnl_dims_t bd = {n->out_channels};
+        dnnl_memory_desc_init_by_tag(&db, 1, bd, dnnl_f32, dnnl_a);
+        dnnl_inner_product_desc_t d;
+        DN(dnnl_inner_product_backward_weights_desc_init(&d, &src_md, &dw_any,
+                                                         n->bias ? &db : NULL, &dd),
+           n->name);
+        step *s;
+        if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+            return rc;
+        int si = (int)(s - p->steps), dw, dbias = -1;
+        if ((rc = new_buf(p, qmd(s, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
+            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias))))
+            return rc;
+        s = &p->steps[si];
+        step_arg(p, s, DNNL_ARG_SRC, src);
+        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_DIFF_WEIGHTS, dw);
+        if (n->bias)
+            step_arg(p, s, DNNL_ARG_DIFF_BIAS, dbias);
+        if ((rc = grad_accumulate(p, m, i, n->param_first, dw)) ||
+            (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias))))
+            return rc;
+    }
+    {
+        contrib c;
+        dnnl_memory_desc_t ds_md = p->bufs[p->out[x]].md;
+        dnnl_inner_product_desc_t d;
+        DN(dnnl_inner_product_backward_data_desc_init(&d, &ds_md, &w_md, &dd), n->name);
+        step *s;
+        if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+            return rc;
+        int si = (int)(s - p->steps);
+        if ((rc = contrib_begin(p, x, &c)))
+            return rc;
+        s = &p->steps[si];
+        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_WEIGHTS, w);
+        step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+        return contrib_end(p, m, i, x, &c);
+    }
+}
+
+static int bwd_batchnorm(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    step *f = &p->steps[p->fwd_pd[i]];
+    int src = f->argb[0], sc = f->argb[1], sh = f->argb[2], mean = f->argb[3], var = f->argb[4];
+    dnnl_memory_desc_t data = p->bufs[src].md, dd = p->bufs[p->diff[i]].md;
+    dnnl_batch_normalization_desc_t d;
+    DN(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &dd, &data, n->eps,
+                                                   dnnl_use_scale | dnnl_use_shift),
+       n->name);
+    step *s;
+    int rc;
+    if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+        return rc;
+    int si = (int)(s - p->steps), dsc, dsh;
+    dnnl_memory_desc_t cmd;
+    dnnl_dims_t cd = {n->dims[0]};
+    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    contrib c;
+    if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
+        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
+        return rc;
+    s = &p->steps[si];
+    step_arg(p, s, DNNL_ARG_SRC, src);
+    step_arg(p, s, DNNL_ARG_MEAN, mean);
+    step_arg(p, s, DNNL_ARG_VARIANCE, var);
+    step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+    step_arg(p, s, DNNL_ARG_SCALE, sc);
+    step_arg(p, s, DNNL_ARG_SHIFT, sh); /* oneDNN 2.6 checks it is given with use_shift */
+    step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+    step_arg(p, s, DNNL_ARG_DIFF_SCALE, dsc);
+    step_arg(p, s, DNNL_ARG_DIFF_SHIFT, dsh);
+    if ((rc = contrib_end(p, m, i, x, &c)) ||
+        (rc = grad_accumulate(p, m, i, n->param_first, dsc)) ||
+        (rc = grad_accumulate(p, m, i, n->param_first + 1, dsh)))
+        return rc;
+    return DISTILL_OK;
+}
+
+static int bwd_eltwise(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_alg_kind_t alg;
+    float a, b;
+    eltwise_alg(n, &alg, &a, &b, 1);
+    int use_dst = alg == dnnl_eltwise_relu_use_dst_for_bwd ||
+                  alg == dnnl_eltwise_clip_v2_use_dst_for_bwd;
+    int data = use_dst ? p->out[i] : p->out[x];
+    dnnl_memory_desc_t dmd = p->bufs[data].md, dd = p->bufs[p->diff[i]].md;
+    dnnl_eltwise_desc_t d;
+    DN(dnnl_eltwise_backward_desc_init(&d, alg, &dd, &dmd, a, b), n->name);
+    step *s;
+    int rc;
+    if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+        return rc;
+    int si = (int)(s - p->steps);
+    contrib c;
+    if ((rc = contrib_begin(p, x, &c)))
+        return rc;
+    s = &p->steps[si];
+    step_arg(p, s, use_dst ? DNNL_ARG_DST : DNNL_ARG_SRC, data);
+    step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+    step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+    return contrib_end(p, m, i, x, &c);
+}
+
+static int bwd_pool(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    step *f = &p->steps[p->fwd_pd[i]];
+    int ws = f->b[0];
+    dnnl_alg_kind_t alg;
+    dnnl_dims_t st, k, pl, pr;
+    pool_params(n, xn, &alg, st, k, pl, pr);
+    dnnl_memory_desc_t ds = p->bufs[p->out[x]].md, dd = p->bufs[p->diff[i]].md;
+    dnnl_pooling_desc_t d;
+    DN(dnnl_pooling_backward_desc_init(&d, alg, &ds, &dd, st, k, pl, pr), n->name);
+    step *s;
+    int rc;
+    if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+        return rc;
+    int si = (int)(s - p->steps);
+    contrib c;
+    if ((rc = contrib_begin(p, x, &c)))
+        return rc;
+    s = &p->steps[si];
+    step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+    if (ws >= 0)
+        step_arg(p, s, DNNL_ARG_WORKSPACE, ws);
+    step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+    return contrib_end(p, m, i, x, &c);
+}
+
+static int bwd_softmax(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_memory_desc_t data = p->bufs[p->out[i]].md, dd = p->bufs[p->diff[i]].md;
+    dnnl_softmax_desc_t d;
+    DN(dnnl_softmax_backward_desc_init(&d, &dd, &data, 1), n->name);
+    step *s;
+    int rc;
+    if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+        return rc;
+    int si = (int)(s - p->steps);
+    contrib c;
+    if ((rc = contrib_begin(p, x, &c)))
+        return rc;
+    s = &p->steps[si];
+    step_arg(p, s, DNNL_ARG_DST, p->out[i]);
+    step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+    step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+    return contrib_end(p, m, i, x, &c);
+}
+
+static int bwd_concat(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int D = p->diff[i], rc;
+    dnnl_memory_desc_t dmd = p->bufs[D].md;
+    int64_t off = 0;
+    int plainD = -1;
+    for (int k = 0; k < n->n_inputs; k++) {
+        int x = n->inputs[k];
+        const node *xn = &m->nodes[x];
+        dnnl_dims_t sd, so = {0, 0, 0, 0};
+        for (int a = 0; a < dmd.ndims; a++)
+            sd[a] = dmd.dims[a];
+        sd[1] = xn->dims[0];
+        so[1] = off;
+        dnnl_memory_desc_t sub;
+        int srcbuf = D;
+        if (dnnl_memory_desc_init_submemory(&sub, &dmd, sd, so) != dnnl_success) {
+            /* blocked layout and a channel offset inside a block: slice a
+             * plain copy instead */
+            if (plainD < 0) {
+                dnnl_memory_desc_t pm;
+                plain_md(n, p->N, &pm);
+                if ((rc = new_buf(p, &pm, BUF_ARENA, NULL, &plainD)) ||
+                    (rc = reorder_step(p, m, i, D, plainD, 0)))
+                    return rc;
+            }
+            srcbuf = plainD;
+            DN(dnnl_memory_desc_init_submemory(&sub, &p->bufs[plainD].md, sd, so), n->name);
+        }
+        int v;
+        if ((rc = view_buf(p, srcbuf, &sub, &v)) || (rc = contrib_copy(p, m, i, x, v)))
+            return rc;
+        off += xn->dims[0];
+    }
+    return DISTILL_OK;
+}
+
+static int bwd_flatten(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    if (xn->rank == 1)
+        return contrib_copy(p, m, i, x, p->diff[i]);
+    dnnl_memory_desc_t img;
+    plain_md(xn, p->N, &img);
+    int v, rc;
+    if ((rc = view_buf(p, p->diff[i], &img, &v)))
+        return rc;
+    return contrib_copy(p, m, i, x, v);
+}
+
+static int bwd_dropout(plan *p, distill_model *m, int i, const step *fwd)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    if (!fwd) /* p = 0: identity */
+        return contrib_copy(p, m, i, x, p->diff[i]);
+    int rc, acc = p->diff[x] >= 0;
+    if (!acc && (rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &p->diff[x])))
+        return rc;
+    step *s;
+    int mask = fwd->b[1];
+    if ((rc = new_step(p, K_DROPOUT_BWD, i, &s)))
+        return rc;
+    step_buf(p, s, 0, p->diff[i]);
+    step_buf(p, s, 1, mask);
+    step_buf(p, s, 2, p->diff[x]);
+    s->i0 = acc;
+    return DISTILL_OK;
+}
+
+static int bwd_add(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    for (int k = 0; k < 2; k++) {
+        int x = n->inputs[k], rc;
+        if (p->diff[x] < 0 && k == 0 &&
+            dnnl_memory_desc_equal(&p->bufs[p->out[x]].md, &p->bufs[p->diff[i]].md)) {
+            /* the first input's gradient is this node's gradient: share it */
+            p->diff[x] = p->diff[i];
+            continue;
+        }
+        if ((rc = contrib_copy(p, m, i, x, p->diff[i])))
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+/* ------------------------------------------------------------ planning */
+
+static void plan_free(plan *p)
+{
+    if (!p)
+        return;
+    for (int s = 0; s < p->nsteps; s++) {
+        if (p->steps[s].prim)
+            dnnl_primitive_destroy(p->steps[s].prim);
+        if (p->steps[s].pd)
+            dnnl_primitive_desc_destroy(p->steps[s].pd);
+    }
+    for (int b = 0; b < p->nbufs; b++)
+        if (p->bufs[b].mem)
+            dnnl_memory_destroy(p->bufs[b].mem);
+    if (p->read_prim) {
+        /* read_prim/read_mem are sized by node count; freed below */
+    }
+    if (p->scratch_mem)
+        dnnl_memory_destroy(p->scratch_mem);
+    if (p->stream)
+        dnnl_stream_destroy(p->stream);
+    xfree_aligned(p->arena);
+    xfree_aligned(p->scratch);
+    xfree(p->bufs);
+    xfree(p->steps);
+    xfree(p->out);
+    xfree(p->diff);
+    xfree(p->inj);
+    xfree(p->inj_step);
+    xfree(p->fwd_pd);
+    xfree(p);
+}
+
+static void plan_free_reads(plan *p, int n_nodes)
+{
+    if (p->read_prim) {
+        for (int i = 0; i < n_nodes; i++)
+            if (p->read_prim[i])
+                dnnl_primitive_destroy(p->read_prim[i]);
+        xfree(p->read_prim);
+    }
+    if (p->read_mem) {
+        for (int i = 0; i < n_nodes; i++)
+            if (p->read_mem[i])
+                dnnl_memory_destroy(p->read_mem[i]);
+        xfree(p->read_mem);
+    }
+    p->read_prim = NULL;
+    p->read_mem = NULL;
+}
+
+void engine_free_plans(distill_model *m)
+{
+    plan *p = m->plans;
+    while (p) {
+        plan *next = p->next;
+        plan_free_reads(p, m->n_nodes);
+        plan_free(p);
+        p = next;
+    }
+    m->plans = NULL;
+    m->last_plan = NULL;
+}
+
+static int kept(const distill_model *m, int i)
+{
+    return m->keep_all || m->nodes[i].keep || i == m->output;
+}
+
+/* Assign arena offsets: buffers whose step spans overlap may not overlap in
+ * memory; greedy by decreasing size, lowest offset that fits. */
+typedef struct span {
+    int id;
+    size_t size;
+} span;
+
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    if (x->size != y->size)
+        return x->size < y->size ? 1 : -1;
+    return x->id - y->id;
+}
+
+typedef struct placed {
+    size_t lo, hi;
+} placed;
+
+static int cmp_placed(const void *a, const void *b)
+{
+    const placed *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int assign_offsets(plan *p)
+{
+    span *order = xmalloc((size_t)(p->nbufs + 1) * sizeof *order);
+    placed *tmp = xmalloc((size_t)(p->nbufs + 1) * sizeof *tmp);
+    int *done = xmalloc((size_t)(p->nbufs + 1) * sizeof *done);
+    if (!order || !tmp || !done) {
+        xfree(order);
+        xfree(tmp);
+        xfree(done);
+        return DISTILL_ENOMEM;
+    }
+    int n = 0;
+    for (int b = 0; b < p->nbufs; b++) {
+        buf *bb = &p->bufs[b];
+        if (bb->kind != BUF_ARENA || bb->alias >= 0 || bb->first < 0)
+            continue;
+        order[n].id = b;
+        order[n].size = (bb->size + 63) & ~(size_t)63;
+        n++;
+    }
+    qsort(order, (size_t)n, sizeof *order, cmp_span);
+    size_t total = 0;
+    int ndone = 0;
+    for (int k = 0; k < n; k++) {
+        buf *bb = &p->bufs[order[k].id];
+        int nt = 0;
+        for (int j = 0; j < ndone; j++) {
+            buf *o = &p->bufs[done[j]];
+            if (o->first <= bb->last && bb->first <= o->last) {
+                tmp[nt].lo = o->offset;
+                tmp[nt].hi = o->offset + ((o->size + 63) & ~(size_t)63);
+                nt++;
+            }
+        }
+        qsort(tmp, (size_t)nt, sizeof *tmp, cmp_placed);
+        size_t at = 0;
+        for (int j = 0; j < nt; j++) {
+            if (tmp[j].lo >= at + order[k].size)
+                break;
+            if (tmp[j].hi > at)
+                at = tmp[j].hi;
+        }
+        bb->offset = at;
+        if (at + order[k].size > total)
+            total = at + order[k].size;
+        done[ndone++] = order[k].id;
+    }
+    p->arena_size = total;
+    xfree(order);
+    xfree(tmp);
+    xfree(done);
+    return DISTILL_OK;
+}
+
+static void *buf_ptr(const plan *p, int id)
+{
+    const buf *r = &p->bufs[root(p, id)];
+    if (r->kind == BUF_EXTERNAL)
+        return r->ext;
+    return (char *)p->arena + r->offset;
+}
+
+static int finalize(plan *p, const distill_model *m)
+{
+    dnnl_engine_t eng = NULL;
+    int rc = get_engine(&eng);
+    if (rc || (rc = assign_offsets(p)))
+        return rc;
+    if (p->arena_size && !(p->arena = xmalloc_aligned(p->arena_size)))
+        return DISTILL_ENOMEM;
+    if (p->arena_size)
+        memset(p->arena, 0, p->arena_size);
+    if (p->scratch_size && !(p->scratch = xmalloc_aligned(p->scratch_size)))
+        return DISTILL_ENOMEM;
+    dnnl_memory_desc_t smd;
+    dnnl_dims_t sd = {(dnnl_dim_t)(p->scratch_size ? p->scratch_size : 1)};
+    dnnl_memory_desc_init_by_tag(&smd, 1, sd, dnnl_u8, dnnl_a);
+    DN(dnnl_memory_create(&p->scratch_mem, &smd, eng, p->scratch ? p->scratch : DNNL_MEMORY_NONE),
+       "plan");
+    for (int b = 0; b < p->nbufs; b++) {
+        void *ptr = buf_ptr(p, b);
+        DN(dnnl_memory_create(&p->bufs[b].mem, &p->bufs[b].md, eng,
+                              ptr ? ptr : DNNL_MEMORY_NONE),
+           "plan");
+    }
+    for (int s = 0; s < p->nsteps; s++) {
+        step *st = &p->steps[s];
+        if (st->kind != K_PRIM)
+            continue;
+        for (int a = 0; a < st->nargs; a++) {
+            st->args[a].arg = st->argk[a];
+            st->args[a].memory = p->bufs[st->argb[a]].mem;
+        }
+        st->args[st->nargs].arg = DNNL_ARG_SCRATCHPAD;
+        st->args[st->nargs].memory = p->scratch_mem;
+    }
+    DN(dnnl_stream_create(&p->stream, eng, dnnl_stream_default_flags), "plan");
+    p->read_prim = xcalloc((size_t)m->n_nodes, sizeof *p->read_prim);
+    p->read_mem = xcalloc((size_t)m->n_nodes, sizeof *p->read_mem);
+    if (!p->read_prim || !p->read_mem)
+        return DISTILL_ENOMEM;
+    return DISTILL_OK;
+}
+
+static int build_plan(distill_model *m, int64_t N, int training, plan **out)
+{
+    plan *p = xcalloc(1, sizeof *p);
+    if (!p)
+        return DISTILL_ENOMEM;
+    p->N = N;
+    p->training = training;
+    p->version = m->version;
+    p->input_diff = -1;
+    int nn = m->n_nodes, rc = DISTILL_OK;
+    p->out = xmalloc((size_t)nn * sizeof(int));
+    p->diff = xmalloc((size_t)nn * sizeof(int));
+    p->inj = xmalloc((size_t)nn * sizeof(int));
+    p->inj_step = xmalloc((size_t)nn * sizeof(int));
+    p->fwd_pd = xmalloc((size_t)nn * sizeof(int));
+    if (!p->out || !p->diff || !p->inj || !p->inj_step || !p->fwd_pd) {
+        plan_free(p);
+        return DISTILL_ENOMEM;
+    }
+    for (int i = 0; i < nn; i++)
+        p->out[i] = p->diff[i] = p->inj[i] = p->inj_step[i] = p->fwd_pd[i] = -1;
+
+    /* which nodes are needed for the output and the kept nodes */
+    char *needed = xcalloc((size_t)nn, 1);
+    if (!needed) {
+        plan_free(p);
+        return DISTILL_ENOMEM;
+    }
+    for (int i = nn - 1; i >= 0; i--) {
+        if (kept(m, i))
+            needed[i] = 1;
+        if (needed[i])
+            for (int k = 0; k < m->nodes[i].n_inputs; k++)
+                needed[m->nodes[i].inputs[k]] = 1;
+    }
+
+    /* forward */
+    dnnl_memory_desc_t imd;
+    plain_md(&m->nodes[0], N, &imd);
+    if ((rc = new_buf(p, &imd, BUF_EXTERNAL, NULL, &p->input_ext)))
+        goto fail;
+    p->out[0] = p->input_ext;
+    int *dropout_step = xmalloc((size_t)nn * sizeof(int));
+    if (!dropout_step) {
+        rc = DISTILL_ENOMEM;
+        goto fail;
+    }
+    for (int i = 1; i < nn && rc == DISTILL_OK; i++) {
+        dropout_step[i] = -1;
+        if (!needed[i])
+            continue;
+        switch (m->nodes[i].op) {
+        case DISTILL_OP_CONV2D: rc = fwd_conv(p, m, i, training); break;
+        case DISTILL_OP_LINEAR: rc = fwd_linear(p, m, i, training); break;
+        case DISTILL_OP_BATCHNORM: rc = fwd_batchnorm(p, m, i, training); break;
+        case DISTILL_OP_RELU:
+        case DISTILL_OP_RELU6:
+        case DISTILL_OP_LEAKY_RELU:
+        case DISTILL_OP_GELU: rc = fwd_eltwise(p, m, i, training); break;
+        case DISTILL_OP_MAXPOOL:
+        case DISTILL_OP_AVGPOOL:
+        case DISTILL_OP_GLOBAL_AVGPOOL: rc = fwd_pool(p, m, i, training); break;
+        case DISTILL_OP_ADD: rc = fwd_add(p, m, i); break;
+        case DISTILL_OP_CONCAT: rc = fwd_concat(p, m, i); break;
+        case DISTILL_OP_FLATTEN: rc = fwd_flatten(p, m, i); break;
+        case DISTILL_OP_DROPOUT:
+            rc = fwd_dropout(p, m, i, training);
+            if (rc == DISTILL_OK && p->out[i] != p->out[m->nodes[i].inputs[0]])
+                dropout_step[i] = p->nsteps - 1;
+            break;
+        case DISTILL_OP_SOFTMAX: rc = fwd_softmax(p, m, i, training); break;
+        default: rc = seterr(DISTILL_EUNSUPPORTED, "node '%s': op %d", m->nodes[i].name,
+                             m->nodes[i].op);
+        }
+    }
+    if (rc) {
+        xfree(dropout_step);
+        goto fail;
+    }
+    p->fwd_end = p->nsteps;
+
+    if (training) {
+        /* gradients flow from the output and every kept node */
+        for (int i = nn - 1; i >= 1 && rc == DISTILL_OK; i--) {
+            if (!needed[i])
+                continue;
+            if (kept(m, i)) {
+                dnnl_memory_desc_t gmd;
+                plain_md(&m->nodes[i], N, &gmd);
+                int e;
+                step *s;
+                if ((rc = new_buf(p, &gmd, BUF_EXTERNAL, NULL, &p->inj[i])))
+                    break;
+                e = p->inj[i];
+                if (p->diff[i] < 0) {
+                    if ((rc = new_buf(p, &p->bufs[p->out[i]].md, BUF_ARENA, NULL, &p->diff[i])))
+                        break;
+                    p->inj_step[i] = p->nsteps;
+                    if ((rc = reorder_step(p, m, i, e, p->diff[i], 0)))
+                        break;
+                } else {
+                    p->inj_step[i] = p->nsteps;
+                    if ((rc = reorder_step(p, m, i, e, p->diff[i], 1)))
+                        break;
+                }
+                (void)s;
+            }
+            if (p->diff[i] < 0)
+                continue; /* no gradient reaches this node */
+            switch (m->nodes[i].op) {
+            case DISTILL_OP_CONV2D: rc = bwd_conv(p, m, i); break;
+            case DISTILL_OP_LINEAR: rc = bwd_linear(p, m, i); break;
+            case DISTILL_OP_BATCHNORM: rc = bwd_batchnorm(p, m, i); break;
+            case DISTILL_OP_RELU:
+            case DISTILL_OP_RELU6:
+            case DISTILL_OP_LEAKY_RELU:
+            case DISTILL_OP_GELU: rc = bwd_eltwise(p, m, i); break;
+            case DISTILL_OP_MAXPOOL:
+            case DISTILL_OP_AVGPOOL:
+            case DISTILL_OP_GLOBAL_AVGPOOL: rc = bwd_pool(p, m, i); break;
+            case DISTILL_OP_ADD: rc = bwd_add(p, m, i); break;
+            case DISTILL_OP_CONCAT: rc = bwd_concat(p, m, i); break;
+            case DISTILL_OP_FLATTEN: rc = bwd_flatten(p, m, i); break;
+            case DISTILL_OP_DROPOUT:
+                rc = bwd_dropout(p, m, i, dropout_step[i] >= 0 ? &p->steps[dropout_step[i]] : NULL);
+                break;
+            case DISTILL_OP_SOFTMAX: rc = bwd_softmax(p, m, i); break;
+            default: break;
+            }
+        }
+        p->input_diff = p->diff[0];
+    }
+    xfree(dropout_step);
+    if (rc)
+        goto fail;
+
+    /* lifetimes: kept outputs, injected gradients and the input gradient
+     * live to the end; so do converted weights (used forward and backward) */
+    for (int i = 0; i < nn; i++)
+        if (needed[i] && kept(m, i) && p->out[i] >= 0) {
+            use(p, p->out[i], 0);
+            use(p, p->out[i], p->nsteps);
+        }
+    if (p->input_diff >= 0)
+        use(p, p->input_diff, p->nsteps);
+    for (int s = 0; s < p->fwd_end; s++) {
+        step *st = &p->steps[s];
+        for (int a = 0; a < st->nargs; a++)
+            if (st->argk[a] == DNNL_ARG_WEIGHTS)
+                use(p, st->argb[a], p->nsteps);
+    }
+    xfree(needed);
+    needed = NULL;
+    if ((rc = finalize(p, m)))
+        goto fail;
+    *out = p;
+    return DISTILL_OK;
+fail:
+    xfree(needed);
+    plan_free_reads(p, nn);
+    plan_free(p);
+    return rc;
+}
+
+static int get_plan(distill_model *m, int64_t N, int training, plan **out)
+{
+    for (plan *p = m->plans; p; p = p->next)
+        if (p->N == N && p->training == training && p->version == m->version) {
+            *out = p;
+            return DISTILL_OK;
+        }
+    plan *p;
+    int rc = build_plan(m, N, training, &p);
+    if (rc)
+        return rc;
+    p->next = m->plans;
+    m->plans = p;
+    *out = p;
+    return DISTILL_OK;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void k_dropout_fwd(plan *p, const step *s)
+{
+    const float *in = buf_ptr(p, s->b[0]);
+    float *mask = buf_ptr(p, s->b[1]), *out = buf_ptr(p, s->b[2]);
+    size_t n = p->bufs[s->b[0]].size / sizeof(float);
+    float keep = 1.0f - s->f0, scale = 1.0f / keep;
+    uint64_t seed = mix64(p->dropout_seed ^ ((uint64_t)s->node << 32));
+    /* threshold on 24 random bits: same mask whatever the thread count */
+    uint32_t thr = (uint32_t)((double)s->f0 * 16777216.0);
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++) {
+        uint32_t r = (uint32_t)(mix64(seed + j) >> 40);
+        mask[j] = r >= thr ? scale : 0.0f;
+        out[j] = in[j] * mask[j];
+    }
+}
+
+static void k_dropout_bwd(plan *p, const step *s)
+{
+    const float *dd = buf_ptr(p, s->b[0]), *mask = buf_ptr(p, s->b[1]);
+    float *ds = buf_ptr(p, s->b[2]);
+    size_t n = p->bufs[s->b[0]].size / sizeof(float);
+    if (s->i0) {
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < n; j++)
+            ds[j] += dd[j] * mask[j];
+    } else {
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < n; j++)
+            ds[j] = dd[j] * mask[j];
+    }
+}
+
+static void k_bn_stats(plan *p, distill_model *m, const step *s)
+{
+    const node *n = &m->nodes[s->node];
+    const float *mean = buf_ptr(p, s->b[0]), *var = buf_ptr(p, s->b[1]);
+    const param *pm = &m->params[n->param_first + 2], *pv = &m->params[n->param_first + 3];
+    float *rm = param_data(m, pm), *rv = param_data(m, pv);
+    double count = (double)p->N * (n->rank == 3 ? (double)(n->dims[1] * n->dims[2]) : 1.0);
+    double unbias = count > 1 ? count / (count - 1) : 1.0;
+    float mom = n->momentum;
+    for (int64_t c = 0; c < n->dims[0]; c++) {
+        rm[c] = (1.0f - mom) * rm[c] + mom * mean[c];
+        rv[c] = (1.0f - mom) * rv[c] + mom * (float)(var[c] * unbias);
+    }
+}
+
+static int run_steps(plan *p, distill_model *m, int from, int to)
+{
+    for (int k = from; k < to; k++) {
+        step *s = &p->steps[k];
+        switch (s->kind) {
+        case K_PRIM: {
+            dnnl_status_t st = dnnl_primitive_execute(s->prim, p->stream, s->nargs + 1, s->args);
+            if (st != dnnl_success) {
+                if (getenv("DISTILL_DEBUG_ARGS") && fprintf(stderr, "step %d nargs %d\n", k, s->nargs))
+                    for (int a = 0; a < s->nargs; a++) {
+                        const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(s->pd, dnnl_query_exec_arg_md, s->argk[a]);
+                        fprintf(stderr, "arg %d kind %d eq %d size %zu vs %zu\n", a, s->argk[a], w ? dnnl_memory_desc_equal(w, &p->bufs[s->argb[a]].md) : -1, w ? dnnl_memory_desc_get_size(w) : 0, p->bufs[s->argb[a]].size);
+                    }
+                return seterr(DISTILL_EBACKEND, "'%s': oneDNN execution failed: %s",
+                              nname(m, s->node), dnnl_status2str(st));
+            }
+            break;
+        }
+        case K_BN_STATS: k_bn_stats(p, m, s); break;
+        case K_DROPOUT_FWD: k_dropout_fwd(p, s); break;
+        case K_DROPOUT_BWD: k_dropout_bwd(p, s); break;
+        case K_ZERO: memset(buf_ptr(p, s->b[0]), 0, p->bufs[s->b[0]].size); break;
+        default: break;
+        }
+    }
+    DN(dnnl_stream_wait(p->stream), "stream");
+    return DISTILL_OK;
+}
+
+/* ------------------------------------------------------------ API */
+
+static int check_batch(const distill_model *m, int node_idx, const distill_tensor *t,
+                       const char *what, int64_t N)
+{
+    const node *n = &m->nodes[node_idx];
+    if (t->rank != n->rank + 1)
+        return seterr(DISTILL_ESHAPE, "%s for node '%s' has rank %d; expected %d (batch + %s)", what,
+                      n->name, t->rank, n->rank + 1, n->rank == 3 ? "C, H, W" : "features");
+    if (N >= 0 && t->dims[0] != N)
+        return seterr(DISTILL_ESHAPE, "%s for node '%s' has batch %lld; expected %lld", what,
+                      n->name, (long long)t->dims[0], (long long)N);
+    for (int d = 0; d < n->rank; d++)
+        if (t->dims[d + 1] != n->dims[d])
+            return seterr(DISTILL_ESHAPE, "%s for node '%s': dim %d is %lld; expected %lld", what,
+                          n->name, d + 1, (long long)t->dims[d + 1], (long long)n->dims[d]);
+    return DISTILL_OK;
+}
+
+static int read_out(distill_model *m, plan *p, int i, float *dst)
+{
+    if (!p->read_prim[i]) {
+        dnnl_engine_t eng = NULL;
+        int rc = get_engine(&eng);
+        if (rc)
+            return rc;
+        dnnl_memory_desc_t pm;
+        plain_md(&m->nodes[i], p->N, &pm);
+        DN(dnnl_memory_create(&p->read_mem[i], &pm, eng, DNNL_MEMORY_NONE), m->nodes[i].name);
+        dnnl_primitive_desc_t pd;
+        DN(dnnl_reorder_primitive_desc_create(&pd, &p->bufs[p->out[i]].md, eng, &pm, eng, NULL),
+           m->nodes[i].name);
+        dnnl_status_t st = dnnl_primitive_create(&p->read_prim[i], pd);
+        dnnl_primitive_desc_destroy(pd);
+        DN(st, m->nodes[i].name);
+    }
+    DN(dnnl_memory_set_data_handle(p->read_mem[i], dst), m->nodes[i].name);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, p->bufs[p->out[i]].mem},
+                               {DNNL_ARG_TO, p->read_mem[i]}};
+    DN(dnnl_primitive_execute(p->read_prim[i], p->stream, 2, args), m->nodes[i].name);
+    DN(dnnl_stream_wait(p->stream), m->nodes[i].name);
+    return DISTILL_OK;
+}
+
+int distill_model_forward(distill_model *m, const distill_tensor *input, int mode,
+                          distill_tensor *output)
+{
+    if (!m || !input)
+        return seterr(DISTILL_EINVAL, "distill_model_forward: NULL argument");
+    if (mode != DISTILL_MODE_INFERENCE && mode != DISTILL_MODE_TRAINING)
+        return seterr(DISTILL_EINVAL, "distill_model_forward: unknown mode %d", mode);
+    int rc = check_batch(m, 0, input, "input", -1);
+    if (rc)
+        return rc;
+    int64_t N = input->dims[0];
+    if (output && (rc = check_batch(m, m->output, output, "output tensor", N)))
+        return rc;
+    plan *p;
+    if ((rc = get_plan(m, N, mode == DISTILL_MODE_TRAINING, &p)))
+        return rc;
+    m->last_plan = NULL;
+    DN(dnnl_memory_set_data_handle(p->bufs[p->input_ext].mem, input->data), "input");
+    p->dropout_seed = rng_next(&m->rng);
+    p->have_backward = 0;
+    if ((rc = run_steps(p, m, 0, p->fwd_end)))
+        return rc;
+    p->have_forward = 1;
+    m->last_plan = p;
+    m->last_mode_training = mode == DISTILL_MODE_TRAINING;
+    if (output && (rc = read_out(m, p, m->output, output->data)))
+        return rc;
+    return DISTILL_OK;
+}
+
+int distill_model_read_node(distill_model *m, const char *name, distill_tensor *dst)
+{
+    if (!m || !name || !dst)
+        return seterr(DISTILL_EINVAL, "distill_model_read_node: NULL argument");
+    int i = model_find(m, name);
+    if (i < 0)
+        return seterr(DISTILL_ENOTFOUND, "read_node: no node named '%s'", name);
+    plan *p = m->last_plan;
+    if (!p || !p->have_forward)
+        return seterr(DISTILL_ESTATE, "read_node '%s': no forward has run since the model last "
+                                      "changed",
+                      name);
+    if (!kept(m, i) || p->out[i] < 0)
+        return seterr(DISTILL_ESTATE, "read_node '%s': the node is not kept; call "
+                                      "distill_model_keep_node() before forward",
+                      name);
+    int rc = check_batch(m, i, dst, "read_node tensor", p->N);
+    if (rc)
+        return rc;
+    return read_out(m, p, i, dst->data);
+}
+
+int distill_model_backward(distill_model *m, int n, const char *const *names,
+                           const distill_tensor *const *grads)
+{
+    if (!m || n < 0 || (n > 0 && (!names || !grads)))
+        return seterr(DISTILL_EINVAL, "distill_model_backward: bad arguments");
+    plan *p = m->last_plan;
+    if (!p || !p->have_forward || !p->training)
+        return seterr(DISTILL_ESTATE, "backward: no training-mode forward has run since the "
+                                      "model last changed");
+    if (p->have_backward)
+        return seterr(DISTILL_ESTATE, "backward: already run for this forward (run forward "
+                                      "again)");
+    int nn = m->n_nodes;
+    char *given = xcalloc((size_t)nn, 1);
+    if (!given)
+        return DISTILL_ENOMEM;
+    int rc = DISTILL_OK;
+    for (int k = 0; k < n; k++) {
+        if (!names[k] || !grads[k]) {
+            rc = seterr(DISTILL_EINVAL, "backward: entry %d is NULL", k);
+            break;
+        }
+        int i = model_find(m, names[k]);
+        if (i < 0) {
+            rc = seterr(DISTILL_ENOTFOUND, "backward: no node named '%s'", names[k]);
+            break;
+        }
+        if (p->inj[i] < 0) {
+            rc = seterr(DISTILL_ESTATE, "backward: node '%s' is not kept; call "
+                                        "distill_model_keep_node() before forward to send it a "
+                                        "gradient",
+                        names[k]);
+            break;
+        }
+        if (given[i]) {
+            rc = seterr(DISTILL_EINVAL, "backward: node '%s' is named twice", names[k]);
+            break;
+        }
+        if ((rc = check_batch(m, i, grads[k], "gradient", p->N)))
+            break;
+        given[i] = 1;
+        DN(dnnl_memory_set_data_handle(p->bufs[p->inj[i]].mem, grads[k]->data), names[k]);
+    }
+    if (rc) {
+        xfree(given);
+        return rc;
+    }
+    /* run the backward steps; an injection that was not given contributes
+     * zero: its copy step is skipped (or, if it starts the buffer, zeroes) */
+    for (int k = p->fwd_end; k < p->nsteps && rc == DISTILL_OK; k++) {
+        step *s = &p->steps[k];
+        int node_i = s->node;
+        if (node_i >= 0 && p->inj_step[node_i] == k && !given[node_i]) {
+            /* not given: contributes zero; a copy that starts the buffer
+             * must still clear it */
+            if (!s->i0)
+                memset(buf_ptr(p, s->argb[1]), 0, p->bufs[s->argb[1]].size);
+            continue;
+        }
+        rc = run_steps(p, m, k, k + 1);
+    }
+    xfree(given);
+    if (rc)
+        return rc;
+    p->have_backward = 1;
+    return DISTILL_OK;
+}
+
+int distill_model_input_grad(distill_model *m, distill_tensor *dst)
+{
+    if (!m || !dst)
+        return seterr(DISTILL_EINVAL, "distill_model_input_grad: NULL argument");
+    plan *p = m->last_plan;
+    if (!p || !p->have_backward)
+        return seterr(DISTILL_ESTATE, "input_grad: no backward has run since the last forward");
+    int rc = check_batch(m, 0, dst, "input gradient", p->N);
+    if (rc)
+        return rc;
+    if (p->input_diff < 0) {
+        memset(dst->data, 0, dst->numel * sizeof(float));
+        return DISTILL_OK;
+    }
+    /* the input's gradient is in the input's layout (plain) */
+    const buf *b = &p->bufs[p->input_diff];
+    if (b->size != dst->numel * sizeof(float))
+        return seterr(DISTILL_EBACKEND, "input_grad: unexpected layout");
+    memcpy(dst->data, buf_ptr(p, p->input_diff), b->size);
+    return DISTILL_OK;
+}

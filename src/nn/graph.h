@@ -1,0 +1,109 @@
+/*
+ * graph.h - the model's graph as the rest of the library sees it.
+ *
+ * A model is an array of nodes in the order they were added (which is a
+ * topological order: inputs must exist before use), a table of parameter
+ * tensors, and three contiguous float blocks: trainable parameters, their
+ * gradients, and BatchNorm statistics.  Execution plans (oneDNN primitives
+ * and the activation arena per batch size) hang off `plans` and are owned by
+ * src/nn/engine.c; any change to the graph drops them.
+ */
+#ifndef DISTILL_GRAPH_H
+#define DISTILL_GRAPH_H
+
+#include "distill/model.h"
+#include "util/util.h"
+
+#define MAX_NODE_INPUTS 64
+
+typedef struct node {
+    char *name;
+    int op;                 /* distill_op */
+    int n_inputs;
+    int *inputs;            /* indexes of earlier nodes */
+
+    /* attributes; which are meaningful depends on op */
+    int out_channels;       /* conv2d: output channels; linear: out features */
+    int kh, kw, sh, sw, ph, pw, dh, dw; /* conv / pools (pools: kh=kw, sh=sw, ph=pw) */
+    int groups;
+    int bias;               /* conv2d, linear */
+    float eps, momentum;    /* batchnorm */
+    float alpha;            /* leaky relu slope; dropout p */
+    int tanh_approx;        /* gelu */
+
+    /* per-image output shape */
+    int rank;               /* 1 or 3 */
+    int64_t dims[3];
+
+    /* parameter tensors of this node: entries [param_first, param_first+n_params) */
+    int param_first, n_params;
+
+    int64_t macs;           /* multiply-adds per image */
+    int keep;               /* output stays readable after forward (a tap) */
+} node;
+
+typedef struct param {
+    char *name;
+    int node;
+    int kind;               /* distill_param_kind */
+    int rank;
+    int64_t dims[4];
+    size_t numel;
+    size_t offset;          /* into params/grads when trainable, else into stats */
+} param;
+
+struct plan;                /* engine.c */
+
+struct distill_model {
+    node *nodes;
+    int n_nodes, cap_nodes;
+    int output;             /* index of the output node */
+
+    param *params;
+    int n_params, cap_params;
+
+    float *pdata;           /* trainable parameters, n_pdata floats */
+    float *gdata;           /* gradients, same length */
+    size_t n_pdata;
+    float *sdata;           /* BatchNorm statistics */
+    size_t n_sdata;
+
+    rng rng;                /* dropout masks */
+    int keep_all;           /* every node kept (debugging, tests) */
+    uint64_t version;       /* bumped on every graph or weight-layout change */
+
+    struct plan *plans;     /* engine: cached plans, one per (batch, mode) */
+    int last_mode_training; /* the last forward was a training forward */
+    struct plan *last_plan; /* plan of the last forward (for read_node/backward) */
+};
+
+/* graph.c */
+int model_find(const distill_model *m, const char *name);        /* index or -1 */
+/* Append a node named `name` with the given inputs; checks the name and the
+ * inputs, sets shape from `rank/dims`, and returns its index via *idx. */
+int model_add_node(distill_model *m, const char *name, int op, int n_inputs,
+                   const int *inputs, int *idx);
+/* Add a parameter tensor to the last node; grows the blocks. */
+int model_add_param(distill_model *m, int node_idx, const char *suffix, int kind, int rank,
+                    const int64_t *dims);
+static inline float *param_data(distill_model *m, const param *p)
+{
+    return (p->kind >= DISTILL_PARAM_RUNNING_MEAN ? m->sdata : m->pdata) + p->offset;
+}
+static inline float *param_grad(distill_model *m, const param *p)
+{
+    return p->kind >= DISTILL_PARAM_RUNNING_MEAN ? NULL : m->gdata + p->offset;
+}
+/* Default-initialize the parameters of node i from r (as distill_model_init_weights). */
+void model_init_node(distill_model *m, int i, int scheme, rng *r);
+/* Drop every cached execution plan (after any graph change). */
+void model_invalidate(distill_model *m);
+
+/* engine.c */
+void engine_free_plans(distill_model *m);
+
+/* model_io.c: (de)serialize; buffer variants used by checkpoints too. */
+int model_serialize(const distill_model *m, void **data, size_t *size);
+int model_deserialize(distill_model **out, const void *data, size_t size);
+
+#endif /* DISTILL_GRAPH_H */

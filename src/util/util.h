@@ -1,0 +1,75 @@
+/*
+ * util.h - internal helpers shared by every part of the library:
+ * error reporting, allocation, CRC32, file writing, the seeded RNG.
+ * Nothing here is exported.
+ */
+#ifndef DISTILL_UTIL_H
+#define DISTILL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "distill/common.h"
+
+#if defined(__GNUC__)
+#define DISTILL__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define DISTILL__PRINTF(a, b)
+#endif
+
+/*
+ * Record `status` with a formatted message as this thread's last error and
+ * return `status`, so that callers write `return seterr(DISTILL_EINVAL, ...)`.
+ */
+int seterr(int status, const char *fmt, ...) DISTILL__PRINTF(2, 3);
+/* The message is formatted before it replaces the old one, so context can be
+ * added to an error from below: seterr(rc, "loading '%s': %s", path,
+ * util_last_error()).  Messages longer than 511 bytes end in "...". */
+const char *util_last_error(void);  /* this thread's message; never NULL */
+int util_last_status(void);         /* the status recorded with it */
+void util_clear_error(void);
+
+/* Allocation: every allocation of the library goes through these four, so
+ * that a host allocator and fault injection can hook in one place.
+ * xmalloc/xcalloc/xrealloc set DISTILL_ENOMEM as last error on failure. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t size);
+void xfree(void *p);
+char *xstrdup(const char *s);
+/* Aligned (64 bytes) allocation for compute buffers; free with xfree_aligned. */
+void *xmalloc_aligned(size_t size);
+void xfree_aligned(void *p);
+
+/* Overflow-checked size arithmetic: return 0 and set *out, or -1 on overflow. */
+int size_mul(size_t a, size_t b, size_t *out);
+int size_add(size_t a, size_t b, size_t *out);
+
+/* CRC-32 (IEEE 802.3, as zlib's crc32); crc starts at 0. */
+uint32_t crc32_update(uint32_t crc, const void *data, size_t len);
+
+/* Seeded generator: splitmix64-seeded xoshiro256**.  Same seed, same stream
+ * on every machine. */
+typedef struct rng {
+    uint64_t s[4];
+} rng;
+void rng_seed(rng *r, uint64_t seed);
+uint64_t rng_next(rng *r);
+double rng_uniform(rng *r);              /* [0, 1) with 53 bits */
+float rng_normal(rng *r);                /* N(0, 1), Box-Muller */
+uint64_t rng_below(rng *r, uint64_t n);  /* uniform in [0, n), unbiased */
+
+/* Atomic file write: data goes to "<path>.tmp.<pid>", fsync, rename over
+ * path, fsync the directory.  On any failure the temporary file is removed,
+ * `path` is untouched, and DISTILL_EIO is returned with the reason. */
+typedef struct afile afile;
+int afile_open(afile **out, const char *path);
+int afile_write(afile *f, const void *data, size_t len);
+int afile_commit(afile *f);   /* sync, close, rename; frees f */
+void afile_abort(afile *f);   /* close, remove temp; frees f; accepts NULL */
+
+/* Read a whole file into memory (xmalloc'd; caller xfree's).  Refuses files
+ * larger than max_size with DISTILL_EFORMAT. */
+int read_file(const char *path, size_t max_size, void **data, size_t *size);
+
+#endif /* DISTILL_UTIL_H */
