@@ -101,6 +101,7 @@ typedef struct plan {
     int64_t N;
     int training;
     uint64_t version;
+    int n_nodes;      /* of the model when the plan was built */
 
     buf *bufs;
     int nbufs, capbufs;
@@ -142,8 +143,11 @@ typedef struct plan {
                           dnnl_status2str(st_));                                           \
     } while (0)
 
-static int new_buf(plan *p, const dnnl_memory_desc_t *md, int kind, void *ext, int *id)
+static int new_buf(plan *p, const dnnl_memory_desc_t *md_in, int kind, void *ext, int *id)
 {
+    /* md_in may point into p->bufs, which the realloc below can move */
+    dnnl_memory_desc_t md_copy = *md_in;
+    const dnnl_memory_desc_t *md = &md_copy;
     if (p->nbufs == p->capbufs) {
         int cap = p->capbufs ? p->capbufs * 2 : 64;
         buf *nb = xrealloc(p->bufs, (size_t)cap * sizeof *nb);
@@ -1286,8 +1290,9 @@ static void plan_free(plan *p)
     xfree(p);
 }
 
-static void plan_free_reads(plan *p, int n_nodes)
+static void plan_free_reads(plan *p)
 {
+    int n_nodes = p->n_nodes;
     if (p->read_prim) {
         for (int i = 0; i < n_nodes; i++)
             if (p->read_prim[i])
@@ -1309,7 +1314,7 @@ void engine_free_plans(distill_model *m)
     plan *p = m->plans;
     while (p) {
         plan *next = p->next;
-        plan_free_reads(p, m->n_nodes);
+        plan_free_reads(p);
         plan_free(p);
         p = next;
     }
@@ -1459,6 +1464,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     p->N = N;
     p->training = training;
     p->version = m->version;
+    p->n_nodes = m->n_nodes;
     p->input_diff = -1;
     int nn = m->n_nodes, rc = DISTILL_OK;
     p->out = xmalloc((size_t)nn * sizeof(int));
@@ -1610,7 +1616,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     return DISTILL_OK;
 fail:
     xfree(needed);
-    plan_free_reads(p, nn);
+    plan_free_reads(p);
     plan_free(p);
     return rc;
 }
@@ -1697,11 +1703,6 @@ static int run_steps(plan *p, distill_model *m, int from, int to)
         case K_PRIM: {
             dnnl_status_t st = dnnl_primitive_execute(s->prim, p->stream, s->nargs + 1, s->args);
             if (st != dnnl_success) {
-                if (getenv("DISTILL_DEBUG_ARGS") && fprintf(stderr, "step %d nargs %d\n", k, s->nargs))
-                    for (int a = 0; a < s->nargs; a++) {
-                        const dnnl_memory_desc_t *w = dnnl_primitive_desc_query_md(s->pd, dnnl_query_exec_arg_md, s->argk[a]);
-                        fprintf(stderr, "arg %d kind %d eq %d size %zu vs %zu\n", a, s->argk[a], w ? dnnl_memory_desc_equal(w, &p->bufs[s->argb[a]].md) : -1, w ? dnnl_memory_desc_get_size(w) : 0, p->bufs[s->argb[a]].size);
-                    }
                 return seterr(DISTILL_EBACKEND, "'%s': oneDNN execution failed: %s",
                               nname(m, s->node), dnnl_status2str(st));
             }

@@ -256,8 +256,12 @@ int distill_model_clone(distill_model **out, const distill_model *m)
         return rc;
     rc = model_deserialize(out, buf, size);
     xfree(buf);
-    if (rc == DISTILL_OK)
+    if (rc == DISTILL_OK) {
         (*out)->rng = m->rng;
+        (*out)->keep_all = m->keep_all;
+        for (int i = 0; i < m->n_nodes; i++)
+            (*out)->nodes[i].keep = m->nodes[i].keep;
+    }
     return rc;
 }
 
@@ -300,7 +304,7 @@ int distill_model_add_conv2d(distill_model *m, const char *name, const char *inp
                           name ? name : "?", opts->version);
         o = *opts;
     }
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) || (rc = need_rank3(m, "conv2d", name, in)))
         return rc;
     const node *x = &m->nodes[in];
@@ -355,7 +359,7 @@ int distill_model_add_linear(distill_model *m, const char *name, const char *inp
                              int out_features, int bias)
 {
     CHECK_MODEL(m, "distill_model_add_linear");
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)))
         return rc;
     const node *x = &m->nodes[in];
@@ -363,6 +367,7 @@ int distill_model_add_linear(distill_model *m, const char *name, const char *inp
         return seterr(DISTILL_ESHAPE, "linear '%s': input '%s' has per-image rank %d; flatten it "
                                       "first (linear takes vectors)",
                       name, x->name, x->rank);
+    int64_t in_features = x->dims[0];
     if (out_features < 1 || out_features > (1 << 24))
         return seterr(DISTILL_EINVAL, "linear '%s': %d output features", name, out_features);
     int idx;
@@ -373,8 +378,8 @@ int distill_model_add_linear(distill_model *m, const char *name, const char *inp
     n->bias = bias != 0;
     n->rank = 1;
     n->dims[0] = out_features;
-    n->macs = (int64_t)out_features * x->dims[0];
-    int64_t wd[2] = {out_features, x->dims[0]}, bd[1] = {out_features};
+    n->macs = (int64_t)out_features * in_features;
+    int64_t wd[2] = {out_features, in_features}, bd[1] = {out_features};
     if ((rc = model_add_param(m, idx, "weight", DISTILL_PARAM_WEIGHT, 2, wd)) ||
         (n->bias && (rc = model_add_param(m, idx, "bias", DISTILL_PARAM_BIAS, 1, bd)))) {
         drop_last_node(m);
@@ -386,7 +391,7 @@ int distill_model_add_linear(distill_model *m, const char *name, const char *inp
 /* A node with one input and the input's shape. */
 static int add_unary(distill_model *m, const char *name, const char *input, int op, int *idx_out)
 {
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)))
         return rc;
     int idx;
@@ -467,7 +472,7 @@ static int add_pool(distill_model *m, const char *name, const char *input, int o
                     int p)
 {
     const char *what = distill_op_name(op);
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) || (rc = need_rank3(m, what, name, in)))
         return rc;
     if (k < 1 || s < 1 || p < 0 || k > 4096 || s > 4096 || 2 * p > k)
@@ -513,7 +518,7 @@ int distill_model_add_avgpool(distill_model *m, const char *name, const char *in
 int distill_model_add_global_avgpool(distill_model *m, const char *name, const char *input)
 {
     CHECK_MODEL(m, "distill_model_add_global_avgpool");
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) ||
         (rc = need_rank3(m, "global_avgpool", name, in)))
         return rc;
@@ -534,7 +539,7 @@ int distill_model_add_global_avgpool(distill_model *m, const char *name, const c
 int distill_model_add_add(distill_model *m, const char *name, const char *a, const char *b)
 {
     CHECK_MODEL(m, "distill_model_add_add");
-    int rc = check_name(m, name), ia, ib;
+    int rc = check_name(m, name), ia = -1, ib = -1;
     if (rc || (rc = resolve(m, name, a, &ia)) || (rc = resolve(m, name, b, &ib)))
         return rc;
     const node *x = &m->nodes[ia], *y = &m->nodes[ib];
@@ -616,7 +621,7 @@ int distill_model_add_dropout(distill_model *m, const char *name, const char *in
 int distill_model_add_softmax(distill_model *m, const char *name, const char *input)
 {
     CHECK_MODEL(m, "distill_model_add_softmax");
-    int rc = check_name(m, name), in;
+    int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)))
         return rc;
     if (m->nodes[in].rank != 1)
@@ -711,7 +716,6 @@ int distill_model_init_weights(distill_model *m, distill_init scheme, uint64_t s
     for (int i = 0; i < m->n_nodes; i++)
         model_init_node(m, i, scheme, &r);
     rng_seed(&m->rng, seed ^ 0xd20b0u);
-    m->version++;
     return DISTILL_OK;
 }
 
