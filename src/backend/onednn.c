@@ -1540,7 +1540,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
 
     if (training) {
         /* gradients flow from the output and every kept node */
-        for (int i = nn - 1; i >= 1 && rc == DISTILL_OK; i--) {
+        for (int i = nn - 1; i >= 0 && rc == DISTILL_OK; i--) {
             if (!needed[i])
                 continue;
             if (kept(m, i)) {
@@ -1564,8 +1564,8 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
                 }
                 (void)s;
             }
-            if (p->diff[i] < 0)
-                continue; /* no gradient reaches this node */
+            if (p->diff[i] < 0 || i == 0)
+                continue; /* no gradient reaches this node, or it is the input */
             switch (m->nodes[i].op) {
             case DISTILL_OP_CONV2D: rc = bwd_conv(p, m, i); break;
             case DISTILL_OP_LINEAR: rc = bwd_linear(p, m, i); break;
@@ -1781,6 +1781,7 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
         return rc;
     m->last_plan = NULL;
     DN(dnnl_memory_set_data_handle(p->bufs[p->input_ext].mem, input->data), "input");
+    p->bufs[p->input_ext].ext = input->data; /* for the library's own kernels */
     p->dropout_seed = rng_next(&m->rng);
     p->have_backward = 0;
     if ((rc = run_steps(p, m, 0, p->fwd_end)))
