@@ -5,6 +5,10 @@
  *   distill/common.h  version, status codes, errors, threads
  *   distill/tensor.h  N-d float32 arrays
  *   distill/model.h   networks: build, forward, backward, save, load, zoo
+ *   distill/data.h    datasets (IDX, PNG folders, host arrays) and batch loaders
+ *   distill/optim.h   optimizers (SGD, AdamW) and learning-rate schedules
+ *   distill/loss.h    distillation objectives, built-in and host-defined
+ *   distill/trainer.h teachers, the training loop, evaluation, checkpoints, report
  *   distill/data.h    datasets (IDX, PNG folders, host arrays) and the batch loader
  *   distill/optim.h   optimizers (SGD, Adam, AdamW) and learning-rate schedules
  *
@@ -20,5 +24,7 @@
 #include "distill/model.h"
 #include "distill/data.h"
 #include "distill/optim.h"
+#include "distill/loss.h"
+#include "distill/trainer.h"
 
 #endif /* DISTILL_H */

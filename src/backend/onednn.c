@@ -79,7 +79,8 @@ enum {
     K_ADD_INTO,     /* grad[dst ext] += b0 (plain, numel i0) */
     K_DROPOUT_FWD,  /* b0 in, b1 mask, b2 out; f0 = p */
     K_DROPOUT_BWD,  /* b0 diff_dst, b1 mask, b2 target; i0 = accumulate */
-    K_ZERO          /* b0 = 0 */
+    K_ZERO,         /* b0 = 0 */
+    K_FOLD          /* fold BatchNorm (node i0) into conv (node): b0 weights, b1 bias */
 };
 
 typedef struct step {
@@ -94,6 +95,7 @@ typedef struct step {
     int b[4];
     int64_t i0;
     float f0;
+    int prep;       /* prepares weights: skipped once done for a frozen model */
 } step;
 
 typedef struct plan {
@@ -131,6 +133,7 @@ typedef struct plan {
     uint64_t dropout_seed;
     int have_forward;  /* a forward ran on this plan since it was built */
     int have_backward;
+    int prepped;       /* prep steps have run (frozen models run them once) */
 } plan;
 
 /* ------------------------------------------------------------ helpers */
@@ -416,9 +419,10 @@ static int weights_for(plan *p, distill_model *m, int node, int pi,
         *id = ext;
         return DISTILL_OK;
     }
-    if ((rc = new_buf(p, want, BUF_ARENA, NULL, id)))
+    if ((rc = new_buf(p, want, BUF_ARENA, NULL, id)) || (rc = reorder_step(p, m, node, ext, *id, 0)))
         return rc;
-    return reorder_step(p, m, node, ext, *id, 0);
+    p->steps[p->nsteps - 1].prep = 1;
+    return DISTILL_OK;
 }
 
 /* ------------------------------------------------------------ forward */
@@ -480,6 +484,208 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
     step_arg(p, s, DNNL_ARG_DST, o);
     p->out[i] = o;
     return DISTILL_OK;
+}
+
+
+/* Inference fusion: a conv whose output only feeds a BatchNorm (folded into
+ * the conv's weights and bias), then optionally a ReLU/ReLU6, or an add with
+ * another node then optionally a ReLU/ReLU6, all run as one convolution with
+ * post-ops.  Nodes inside a chain must not be kept. */
+typedef struct chain {
+    int conv, bn, act1, add, other, act2, end;
+} chain;
+
+static int is_act(int op)
+{
+    return op == DISTILL_OP_RELU || op == DISTILL_OP_RELU6;
+}
+
+static int append_act(dnnl_post_ops_t po, const node *a)
+{
+    if (a->op == DISTILL_OP_RELU)
+        return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 6.0f);
+}
+
+static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused)
+{
+    const node *n = &m->nodes[ch->conv];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    *fused = 0;
+    dnnl_memory_desc_t src, wei, bia, dst;
+    any_md(xn, p->N, &src);
+    any_md(&m->nodes[ch->end], p->N, &dst);
+    dnnl_dims_t wd;
+    int wr;
+    if (n->groups > 1) {
+        wd[0] = n->groups, wd[1] = n->out_channels / n->groups, wd[2] = xn->dims[0] / n->groups;
+        wd[3] = n->kh, wd[4] = n->kw;
+        wr = 5;
+    } else {
+        wd[0] = n->out_channels, wd[1] = xn->dims[0], wd[2] = n->kh, wd[3] = n->kw;
+        wr = 4;
+    }
+    dnnl_memory_desc_init_by_tag(&wei, wr, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_dims_t bd = {n->out_channels};
+    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
+    dnnl_convolution_desc_t cd;
+    int has_bias = n->bias || ch->bn >= 0;
+    dnnl_primitive_desc_t pd;
+    dnnl_engine_t eng = NULL;
+    int rc = get_engine(&eng);
+    if (rc)
+        return rc;
+    /* the layouts the plain convolution picks; the fused one is asked for
+     * exactly those, so that post-ops do not push it to a slower kernel */
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                   dnnl_convolution_direct, &src, &wei,
+                                                   has_bias ? &bia : NULL, &dst, strides, dil,
+                                                   pad, pad) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL) != dnnl_success)
+        return DISTILL_OK;
+    src = *pd_md(pd, dnnl_query_src_md, 0);
+    dst = *pd_md(pd, dnnl_query_dst_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                   dnnl_convolution_direct, &src, &wei,
+                                                   has_bias ? &bia : NULL, &dst, strides, dil,
+                                                   pad, pad) != dnnl_success)
+        return DISTILL_OK;
+    dnnl_post_ops_t po;
+    DN(dnnl_post_ops_create(&po), n->name);
+    int other = -1;
+    if (ch->act1 >= 0)
+        append_act(po, &m->nodes[ch->act1]);
+    if (ch->add >= 0) {
+        /* the other addend in the output's layout */
+        if ((rc = as_layout(p, m, ch->other, &dst, &other))) {
+            dnnl_post_ops_destroy(po);
+            return rc;
+        }
+        dnnl_post_ops_append_binary(po, dnnl_binary_add, &dst);
+        if (ch->act2 >= 0)
+            append_act(po, &m->nodes[ch->act2]);
+    }
+    dnnl_primitive_attr_t attr;
+    dnnl_primitive_attr_create(&attr);
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    dnnl_primitive_attr_set_post_ops(attr, po);
+    dnnl_post_ops_destroy(po);
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success)
+        return DISTILL_OK; /* not fusable here: the caller emits the nodes one by one */
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (sp && dnnl_memory_desc_get_size(sp) > p->scratch_size)
+        p->scratch_size = dnnl_memory_desc_get_size(sp);
+    dnnl_memory_desc_t want_src = *pd_md(pd, dnnl_query_src_md, 0);
+    dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
+    dnnl_memory_desc_t want_dst = *pd_md(pd, dnnl_query_dst_md, 0);
+    int in, w, b = -1, o;
+    if ((rc = as_layout(p, m, x, &want_src, &in)))
+        goto fail;
+    if (ch->bn >= 0) {
+        /* folded weights and bias, in the model's plain layout, then in the
+         * primitive's */
+        const param *wp = &m->params[n->param_first];
+        dnnl_memory_desc_t fw_md, fw5;
+        dnnl_dims_t pd4;
+        for (int k = 0; k < 4; k++)
+            pd4[k] = wp->dims[k];
+        dnnl_memory_desc_init_by_tag(&fw_md, 4, pd4, dnnl_f32, dnnl_abcd);
+        int fw, fwv;
+        step *f;
+        if ((rc = new_buf(p, &fw_md, BUF_ARENA, NULL, &fw)) ||
+            (rc = new_buf(p, &bia, BUF_ARENA, NULL, &b)) ||
+            (rc = new_step(p, K_FOLD, ch->conv, &f)))
+            goto fail;
+        f->i0 = ch->bn;
+        f->prep = 1;
+        step_buf(p, f, 0, fw);
+        step_buf(p, f, 1, b);
+        fwv = fw;
+        if (want_w.ndims == 5) {
+            dnnl_memory_desc_init_by_tag(&fw5, 5, want_w.dims, dnnl_f32, dnnl_abcde);
+            if ((rc = view_buf(p, fw, &fw5, &fwv)))
+                goto fail;
+        }
+        if (dnnl_memory_desc_equal(&p->bufs[fwv].md, &want_w)) {
+            w = fwv;
+        } else {
+            if ((rc = new_buf(p, &want_w, BUF_ARENA, NULL, &w)) ||
+                (rc = reorder_step(p, m, ch->conv, fwv, w, 0)))
+                goto fail;
+            p->steps[p->nsteps - 1].prep = 1;
+        }
+    } else {
+        if ((rc = weights_for(p, m, ch->conv, n->param_first, &want_w, &w)))
+            goto fail;
+        if (n->bias && (rc = param_buf(p, m, n->param_first + 1, 0, &b)))
+            goto fail;
+    }
+    if ((rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o)))
+        goto fail;
+    step *s;
+    if ((rc = add_prim(p, m, ch->end, pd, &s)))
+        return rc;
+    step_arg(p, s, DNNL_ARG_SRC, in);
+    step_arg(p, s, DNNL_ARG_WEIGHTS, w);
+    if (b >= 0)
+        step_arg(p, s, DNNL_ARG_BIAS, b);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    if (other >= 0)
+        step_arg(p, s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(ch->act1 >= 0 ? 1 : 0) | DNNL_ARG_SRC_1,
+                 other);
+    p->out[ch->end] = o;
+    *fused = 1;
+    return DISTILL_OK;
+fail:
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static int n_consumers(const distill_model *m, int i, int *only)
+{
+    int c = 0;
+    for (int j = i + 1; j < m->n_nodes; j++)
+        for (int k = 0; k < m->nodes[j].n_inputs; k++)
+            if (m->nodes[j].inputs[k] == i) {
+                c++;
+                *only = j;
+            }
+    return c;
+}
+
+/* Find the fusable chain starting at conv node i (inference plans only). */
+static int find_chain(const distill_model *m, int i, int (*keptf)(const distill_model *, int),
+                      chain *ch)
+{
+    ch->conv = i, ch->bn = ch->act1 = ch->add = ch->other = ch->act2 = -1;
+    ch->end = i;
+    int nx = -1;
+    if (keptf(m, i) || n_consumers(m, i, &nx) != 1 || m->nodes[nx].op != DISTILL_OP_BATCHNORM)
+        return 0;
+    ch->bn = ch->end = nx;
+    if (keptf(m, ch->end) || n_consumers(m, ch->end, &nx) != 1)
+        return 1;
+    if (is_act(m->nodes[nx].op)) {
+        ch->act1 = ch->end = nx;
+        return 1;
+    }
+    if (m->nodes[nx].op != DISTILL_OP_ADD)
+        return 1;
+    const node *a = &m->nodes[nx];
+    int other = a->inputs[0] == ch->end ? a->inputs[1] : a->inputs[0];
+    if (other == ch->end)
+        return 1;
+    ch->add = ch->end = nx;
+    ch->other = other;
+    if (keptf(m, ch->end) || n_consumers(m, ch->end, &nx) != 1 || !is_act(m->nodes[nx].op))
+        return 1;
+    ch->act2 = ch->end = nx;
+    return 1;
 }
 
 /* Emit a primitive whose inputs are already in place: build, then attach. */
@@ -1504,10 +1710,58 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         rc = DISTILL_ENOMEM;
         goto fail;
     }
+    /* inference: claim conv chains to fuse (in node order; a node claimed
+     * by an earlier chain ends a later one) */
+    int *claim = xmalloc((size_t)nn * sizeof(int));
+    chain *chains = xmalloc((size_t)nn * sizeof(chain));
+    if (!claim || !chains) {
+        xfree(claim);
+        xfree(chains);
+        xfree(dropout_step);
+        rc = DISTILL_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < nn; i++)
+        claim[i] = -1; /* -1 free; else the conv of the chain that absorbed it */
+    for (int i = 1; !training && i < nn; i++) {
+        chain ch;
+        if (!needed[i] || m->nodes[i].op != DISTILL_OP_CONV2D || !find_chain(m, i, kept, &ch))
+            continue;
+        if (ch.add >= 0 && claim[ch.add] >= 0) {
+            ch.add = ch.act2 = ch.other = -1;
+            ch.end = ch.bn;
+        }
+        chains[i] = ch;
+        int members[5] = {ch.conv, ch.bn, ch.act1, ch.add, ch.act2};
+        for (int k = 0; k < 5; k++)
+            if (members[k] >= 0)
+                claim[members[k]] = i;
+    }
     for (int i = 1; i < nn && rc == DISTILL_OK; i++) {
         dropout_step[i] = -1;
         if (!needed[i])
             continue;
+        if (claim[i] >= 0) {
+            const chain *ch = &chains[claim[i]];
+            if (i != ch->end)
+                continue; /* emitted with the chain, at its end */
+            int fused;
+            if ((rc = fwd_conv_fused(p, m, ch, &fused)) || fused)
+                continue;
+            /* not fusable: the chain's nodes one by one */
+            int members[5] = {ch->conv, ch->bn, ch->act1, ch->add, ch->act2};
+            for (int k = 0; k < 5 && rc == DISTILL_OK; k++) {
+                int j = members[k];
+                if (j < 0)
+                    continue;
+                const node *nj = &m->nodes[j];
+                rc = nj->op == DISTILL_OP_CONV2D      ? fwd_conv(p, m, j, training)
+                     : nj->op == DISTILL_OP_BATCHNORM ? fwd_batchnorm(p, m, j, training)
+                     : nj->op == DISTILL_OP_ADD       ? fwd_add(p, m, j)
+                                                      : fwd_eltwise(p, m, j, training);
+            }
+            continue;
+        }
         switch (m->nodes[i].op) {
         case DISTILL_OP_CONV2D: rc = fwd_conv(p, m, i, training); break;
         case DISTILL_OP_LINEAR: rc = fwd_linear(p, m, i, training); break;
@@ -1532,6 +1786,8 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
                              m->nodes[i].op);
         }
     }
+    xfree(claim);
+    xfree(chains);
     if (rc) {
         xfree(dropout_step);
         goto fail;
@@ -1605,8 +1861,15 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     for (int s = 0; s < p->fwd_end; s++) {
         step *st = &p->steps[s];
         for (int a = 0; a < st->nargs; a++)
-            if (st->argk[a] == DNNL_ARG_WEIGHTS)
+            if (st->argk[a] == DNNL_ARG_WEIGHTS || st->argk[a] == DNNL_ARG_BIAS || st->prep) {
+                use(p, st->argb[a], 0);
                 use(p, st->argb[a], p->nsteps);
+            }
+        for (int k = 0; k < 4 && st->prep; k++)
+            if (st->b[k] >= 0) {
+                use(p, st->b[k], 0);
+                use(p, st->b[k], p->nsteps);
+            }
     }
     xfree(needed);
     needed = NULL;
@@ -1695,10 +1958,34 @@ static void k_bn_stats(plan *p, distill_model *m, const step *s)
     }
 }
 
+/* BatchNorm (node s->i0) folded into conv (node s->node): per output channel
+ * o, scale = gamma / sqrt(var + eps); W' = W * scale; b' = (b - mean) * scale + beta. */
+static void k_fold(plan *p, distill_model *m, const step *s)
+{
+    const node *c = &m->nodes[s->node], *bn = &m->nodes[s->i0];
+    const param *wp = &m->params[c->param_first];
+    const float *w = param_data(m, wp);
+    const float *cb = c->bias ? param_data(m, &m->params[c->param_first + 1]) : NULL;
+    const float *gamma = param_data(m, &m->params[bn->param_first]);
+    const float *beta = param_data(m, &m->params[bn->param_first + 1]);
+    const float *mean = param_data(m, &m->params[bn->param_first + 2]);
+    const float *var = param_data(m, &m->params[bn->param_first + 3]);
+    float *fw = buf_ptr(p, s->b[0]), *fb = buf_ptr(p, s->b[1]);
+    size_t per = wp->numel / (size_t)c->out_channels;
+    for (int o = 0; o < c->out_channels; o++) {
+        double sc = (double)gamma[o] / sqrt((double)var[o] + (double)bn->eps);
+        for (size_t j = 0; j < per; j++)
+            fw[(size_t)o * per + j] = (float)((double)w[(size_t)o * per + j] * sc);
+        fb[o] = (float)(((cb ? (double)cb[o] : 0.0) - (double)mean[o]) * sc + (double)beta[o]);
+    }
+}
+
 static int run_steps(plan *p, distill_model *m, int from, int to)
 {
     for (int k = from; k < to; k++) {
         step *s = &p->steps[k];
+        if (s->prep && p->prepped && m->frozen)
+            continue;
         switch (s->kind) {
         case K_PRIM: {
             dnnl_status_t st = dnnl_primitive_execute(s->prim, p->stream, s->nargs + 1, s->args);
@@ -1712,6 +1999,7 @@ static int run_steps(plan *p, distill_model *m, int from, int to)
         case K_DROPOUT_FWD: k_dropout_fwd(p, s); break;
         case K_DROPOUT_BWD: k_dropout_bwd(p, s); break;
         case K_ZERO: memset(buf_ptr(p, s->b[0]), 0, p->bufs[s->b[0]].size); break;
+        case K_FOLD: k_fold(p, m, s); break;
         default: break;
         }
     }
@@ -1786,6 +2074,7 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
     p->have_backward = 0;
     if ((rc = run_steps(p, m, 0, p->fwd_end)))
         return rc;
+    p->prepped = 1;
     p->have_forward = 1;
     m->last_plan = p;
     m->last_mode_training = mode == DISTILL_MODE_TRAINING;

@@ -70,6 +70,8 @@ struct distill_model {
 
     rng rng;                /* dropout masks */
     int keep_all;           /* every node kept (debugging, tests) */
+    int frozen;             /* weights never change (a teacher's private copy): inference
+                               plans prepare folded/reordered weights once */
     uint64_t version;       /* bumped on every graph or weight-layout change */
 
     struct plan *plans;     /* engine: cached plans, one per (batch, mode) */
