@@ -298,7 +298,10 @@ DISTILL_API int distill_model_backward(distill_model *m, int n, const char *cons
 
 /**
  * After distill_model_backward(), copy the gradient with respect to the
- * model's input into dst (shape of the input batch).
+ * model's input into dst (shape of the input batch).  Backward computes it
+ * only when the input node is kept (distill_model_keep_node with the input's
+ * name, before forward): training does not need it, and it costs a pass.
+ * DISTILL_ESTATE otherwise.
  */
 DISTILL_API int distill_model_input_grad(distill_model *m, distill_tensor *dst);
 

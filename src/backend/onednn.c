@@ -232,6 +232,16 @@ static void step_buf(plan *p, step *s, int slot, int b)
     use(p, b, (int)(s - p->steps));
 }
 
+static int kept(const distill_model *m, int i);
+
+/* Does backward compute the gradient of node x's output?  Every node but
+ * the input; the input only when it is kept (it costs a backward-data pass
+ * of the first layer, which training does not need). */
+static int wants_grad(const distill_model *m, int x)
+{
+    return x != 0 || kept(m, 0);
+}
+
 static const char *nname(const distill_model *m, int i)
 {
     return i >= 0 ? m->nodes[i].name : "(plan)";
@@ -1148,6 +1158,8 @@ static int bwd_conv(plan *p, distill_model *m, int i)
             return rc;
     }
     (void)wany;
+    if (!wants_grad(m, x))
+        return DISTILL_OK;
     /* backward data */
     {
         contrib c;
@@ -1234,6 +1246,10 @@ static int bwd_linear(plan *p, distill_model *m, int i)
             (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias))))
             return rc;
     }
+    if (!wants_grad(m, x))
+        return DISTILL_OK;
+    if (!wants_grad(m, x))
+        return DISTILL_OK;
     {
         contrib c;
         dnnl_memory_desc_t ds_md = p->bufs[p->out[x]].md;
@@ -1822,6 +1838,15 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
             }
             if (p->diff[i] < 0 || i == 0)
                 continue; /* no gradient reaches this node, or it is the input */
+            {
+                const node *ni = &m->nodes[i];
+                int any = 0;
+                for (int k = 0; k < ni->n_inputs; k++)
+                    any |= wants_grad(m, ni->inputs[k]);
+                if (!any && ni->op != DISTILL_OP_CONV2D && ni->op != DISTILL_OP_LINEAR &&
+                    ni->op != DISTILL_OP_BATCHNORM)
+                    continue; /* only an input gradient nobody asked for */
+            }
             switch (m->nodes[i].op) {
             case DISTILL_OP_CONV2D: rc = bwd_conv(p, m, i); break;
             case DISTILL_OP_LINEAR: rc = bwd_linear(p, m, i); break;
@@ -2183,6 +2208,11 @@ int distill_model_input_grad(distill_model *m, distill_tensor *dst)
     int rc = check_batch(m, 0, dst, "input gradient", p->N);
     if (rc)
         return rc;
+    if (!kept(m, 0))
+        return seterr(DISTILL_ESTATE, "input_grad: keep the input node '%s' "
+                                      "(distill_model_keep_node) before forward to get its "
+                                      "gradient",
+                      m->nodes[0].name);
     if (p->input_diff < 0) {
         memset(dst->data, 0, dst->numel * sizeof(float));
         return DISTILL_OK;

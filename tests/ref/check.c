@@ -348,6 +348,15 @@ int check_backward(distill_model *m, ref_model *r, const double *x, int n, int n
             goto done;
         }
     }
+    /* the input gradient is computed only for a kept input node */
+    distill_node_info in_info;
+    if ((st = distill_model_node(m, 0, &in_info)) != DISTILL_OK ||
+        (st = distill_model_keep_node(m, in_info.name)) != DISTILL_OK) {
+        printf("  %s: keeping the input node = %d: %s  <-- FAIL\n", label, st,
+               distill_last_error());
+        failures = 1;
+        goto done;
+    }
     if ((st = distill_model_zero_grad(m)) != DISTILL_OK ||
         (st = distill_model_forward(m, in, DISTILL_MODE_TRAINING, out)) != DISTILL_OK ||
         (st = distill_model_backward(m, n_taps, taps, (const distill_tensor *const *)grads)) !=

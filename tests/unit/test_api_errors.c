@@ -444,6 +444,9 @@ static void test_run_errors(void **state)
     EXPECT(distill_model_keep_node(m, "nope"), DISTILL_ENOTFOUND, "nope", NULL);
     EXPECT(distill_model_keep_node(m, NULL), DISTILL_EINVAL, NULL, NULL);
     EXPECT(distill_model_keep_node(m, "conv"), DISTILL_OK, NULL, NULL);
+    /* the input gradient is asked for by keeping the input node */
+    EXPECT(distill_model_keep_node(m, "input"), DISTILL_OK,
+           NULL, NULL);
 
     const char *out_name[1] = {"fc"};
     const distill_tensor *out_grad[1] = {g};

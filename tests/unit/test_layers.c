@@ -600,6 +600,9 @@ static void dropout_drill(distill_model *m, const char *label)
     assert_non_null(dx);
     assert_non_null(rd);
     const float *y = distill_tensor_data(out);
+    distill_node_info in_info;
+    OK(distill_model_node(m, 0, &in_info));
+    OK(distill_model_keep_node(m, in_info.name)); /* to get the input gradient */
 
     /* inference: the identity, exactly */
     OK(distill_model_forward(m, in, DISTILL_MODE_INFERENCE, out));
