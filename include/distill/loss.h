@@ -1,0 +1,179 @@
+/*
+ * distill/loss.h - distillation objectives.
+ *
+ * A distill_loss turns one batch of student outputs (logits and, for
+ * feature losses, one tapped feature map) and teacher outputs into a scalar
+ * and its gradients with respect to the student's outputs.  The trainer
+ * takes any weighted sum of losses and reports every term per step.
+ *
+ * Built-in losses (PyTorch conventions; every value is a mean over the batch):
+ *   cross-entropy     CE with optional label smoothing
+ *   kd                Hinton: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE
+ *   dkd               decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, times T^2
+ *   fitnets           MSE between the (adapted) student feature and the teacher feature
+ *   at                attention transfer (Zagoruyko & Komodakis): (q_s - q_t)^2, mean
+ *                     over batch and positions, of L2-normalized spatial maps
+ *                     q = normalize(mean_c f^p), as RepDistiller (f.pow(p): equal to
+ *                     the paper's |f|^p for even p and for non-negative features)
+ *   sp                similarity-preserving (Tung & Mori): || G_s - G_t ||_F^2 / b^2 of
+ *                     row-normalized batch Gram matrices
+ *   rkd               relational KD (Park et al.): distance and angle terms with smooth L1
+ *   pkt               probabilistic knowledge transfer (Passalis & Tefas): KL between
+ *                     cosine-similarity distributions
+ *
+ * Feature losses name one student node and one teacher node (the taps).
+ * When the two shapes differ, the trainer inserts an adapter (1x1 conv for
+ * feature maps, linear for vectors) sized from the two shapes and trained
+ * with the student; the loss then sees the adapted student feature.
+ *
+ * A host loss plugs in through distill_loss_vtable, exactly like a built-in:
+ *
+ *     static int my_forward(const distill_loss_batch *b, double *loss,
+ *                           distill_loss_grads *g, void *payload) { ... }
+ *     static const distill_loss_vtable vt = {DISTILL_LOSS_VTABLE_VERSION, "mine",
+ *                                            my_forward, NULL};
+ *     distill_loss *l;
+ *     distill_loss_create_custom(&l, &vt, payload, NULL, NULL);
+ */
+#ifndef DISTILL_LOSS_H
+#define DISTILL_LOSS_H
+
+#include "distill/common.h"
+#include "distill/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct distill_loss distill_loss;
+
+/** What a loss sees for one batch.  All pointers are borrowed for the call. */
+typedef struct distill_loss_batch {
+    int64_t n;                           /**< batch size */
+    int64_t classes;                     /**< logits per sample */
+    const float *student_logits;         /**< (n, classes) */
+    const float *teacher_logits;         /**< (n, classes), or NULL without a teacher */
+    const int32_t *labels;               /**< (n) in [0, classes), or NULL (unlabelled) */
+    const distill_tensor *student_feat;  /**< the loss's student tap (adapted), or NULL */
+    const distill_tensor *teacher_feat;  /**< the loss's teacher tap, or NULL */
+} distill_loss_batch;
+
+/**
+ * Where a loss *adds* its gradients.  student_logits has n * classes floats;
+ * student_feat has the shape of batch->student_feat (NULL when the loss has
+ * no tap).  The gradients are of the loss as returned (unweighted): the
+ * trainer scales them by the loss's weight.
+ */
+typedef struct distill_loss_grads {
+    float *student_logits;
+    distill_tensor *student_feat;
+} distill_loss_grads;
+
+#define DISTILL_LOSS_VTABLE_VERSION 1
+
+/** A host-defined loss. */
+typedef struct distill_loss_vtable {
+    unsigned int version; /**< DISTILL_LOSS_VTABLE_VERSION */
+    const char *name;     /**< short name, reported per step ("my_kd"); copied */
+    /**
+     * Compute the loss of `batch` into *loss and ADD its gradients into g.
+     * Return DISTILL_OK, or a negative status to fail the training step
+     * (the model is then left as it was).  payload is the pointer given to
+     * distill_loss_create_custom().
+     */
+    int (*forward)(const distill_loss_batch *batch, double *loss, distill_loss_grads *g,
+                   void *payload);
+    /** Called once when the loss is freed (may be NULL). */
+    void (*destroy)(void *payload);
+} distill_loss_vtable;
+
+/**
+ * Create a loss from a host vtable (copied; payload is borrowed and handed
+ * to destroy() at the end).  student_node/teacher_node name the taps the
+ * loss reads (both NULL for a logit-only loss).  *out belongs to the caller
+ * until given to a trainer.  DISTILL_EVERSION for an unknown vtable version.
+ * A custom loss reports needs_labels = 0, and needs_teacher = 1 only when it
+ * names taps; its batches carry the teacher's logits when there is a
+ * teacher (else NULL) and the labels when the data has them.
+ */
+DISTILL_API int distill_loss_create_custom(distill_loss **out, const distill_loss_vtable *vt,
+                                           void *payload, const char *student_node,
+                                           const char *teacher_node);
+
+/** Cross-entropy with labels; label_smoothing in [0, 1) as torch's. */
+DISTILL_API int distill_loss_cross_entropy(distill_loss **out, float label_smoothing);
+
+/**
+ * Hinton KD: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y),
+ * KL as torch's kl_div(..., reduction="batchmean").  alpha in [0, 1], T > 0.
+ * With alpha = 1 it needs no labels.
+ */
+DISTILL_API int distill_loss_kd(distill_loss **out, float temperature, float alpha);
+
+/**
+ * Decoupled KD: (alpha * TCKD + beta * NCKD) * T^2, as mdistiller's DKD
+ * (without its CE term and warm-up: add a cross-entropy loss and a
+ * schedule as needed).  Needs labels.
+ */
+DISTILL_API int distill_loss_dkd(distill_loss **out, float temperature, float alpha, float beta);
+
+/** FitNets hint: mean squared error between student and teacher taps. */
+DISTILL_API int distill_loss_fitnets(distill_loss **out, const char *student_node,
+                                     const char *teacher_node);
+
+/** Attention transfer with exponent p (2 in the paper). */
+DISTILL_API int distill_loss_attention(distill_loss **out, const char *student_node,
+                                       const char *teacher_node, float p);
+
+/** Similarity-preserving KD. */
+DISTILL_API int distill_loss_similarity(distill_loss **out, const char *student_node,
+                                        const char *teacher_node);
+
+/** RKD: w_dist * distance term + w_angle * angle term (25 and 50 in the paper). */
+DISTILL_API int distill_loss_rkd(distill_loss **out, const char *student_node,
+                                 const char *teacher_node, float w_dist, float w_angle);
+
+/** PKT (cosine-similarity kernel). */
+DISTILL_API int distill_loss_pkt(distill_loss **out, const char *student_node,
+                                 const char *teacher_node);
+
+/**
+ * Parse a loss spec as the `distill` program takes it: "ce", "ce:smoothing=0.1",
+ * "kd:T=4,alpha=0.9", "dkd:T=4,alpha=1,beta=8",
+ * "fitnets:student=layer2,teacher=layer3", "at:student=...,teacher=...,p=2",
+ * "sp:...", "rkd:...,dist=25,angle=50", "pkt:...".  An optional "weight=W"
+ * key sets *weight (default 1).  DISTILL_EINVAL with a message naming the
+ * bad part.
+ */
+DISTILL_API int distill_loss_parse(distill_loss **out, const char *spec, float *weight);
+
+/** Free a loss (calls the vtable's destroy).  Accepts NULL. */
+DISTILL_API void distill_loss_free(distill_loss *l);
+
+/** The loss's name ("kd", "fitnets", or the vtable's name). */
+DISTILL_API const char *distill_loss_name(const distill_loss *l);
+
+/** The student and teacher node names a feature loss taps (NULL for logit losses). */
+DISTILL_API const char *distill_loss_student_node(const distill_loss *l);
+DISTILL_API const char *distill_loss_teacher_node(const distill_loss *l);
+
+/** Nonzero if the loss needs labels (CE, KD with alpha < 1, DKD). */
+DISTILL_API int distill_loss_needs_labels(const distill_loss *l);
+/** Nonzero if the loss needs teacher outputs. */
+DISTILL_API int distill_loss_needs_teacher(const distill_loss *l);
+
+/**
+ * Evaluate a loss directly: *value = loss, gradients ADDED into g.
+ * This is what the trainer calls; hosts and tests can call it too.
+ * DISTILL_ENONFINITE if the value is not finite.
+ * g, or either of its pointers, may be NULL to skip those gradients.  On
+ * failure nothing has been added into g.
+ */
+DISTILL_API int distill_loss_forward(distill_loss *l, const distill_loss_batch *batch,
+                                     double *value, distill_loss_grads *g);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTILL_LOSS_H */
