@@ -63,4 +63,16 @@ static inline int64_t view_index(const distill_dataset *ds, int64_t i)
     return ds->idx ? ds->idx[i] : ds->base + i;
 }
 
+/* Augmentation views, for teacher caches (loader.c).  A view numbers one
+ * crop offset and flip: view = (oy * (2P + 1) + ox) * F + flip, F = 2 with
+ * flips, else 1; a loader has (2P + 1)^2 * F views per sample. */
+int loader_view_count(const distill_loader *ld);
+int64_t loader_size(const distill_loader *ld);
+/* The dataset positions and views of the `count` samples of the batch that
+ * starts at `pos` of `epoch` (as distill_loader_next returns them). */
+int loader_batch_views(distill_loader *ld, uint64_t epoch, uint64_t pos, int count,
+                       int64_t *index, int32_t *view);
+/* Sample `index` (dataset position) through `view`, normalized, into dst. */
+int loader_build_view(const distill_loader *ld, int64_t index, int32_t view, float *dst);
+
 #endif /* DISTILL_DATA_INTERNAL_H */

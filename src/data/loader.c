@@ -143,21 +143,40 @@ static void next_key(const distill_loader *ld, uint64_t *epoch, uint64_t *pos)
 
 /* ======================================================== building */
 
+/* The augmentation view of the sample at position q of `epoch`. */
+static void sample_view(const distill_loader *ld, uint64_t epoch, uint64_t q, int64_t *ox,
+                        int64_t *oy, int *flip)
+{
+    *ox = ld->pad, *oy = ld->pad; /* offsets in the padded image; P = none */
+    *flip = 0;
+    if (ld->pad > 0 || ld->hflip) {
+        rng r;
+        rng_seed(&r, derive(ld->seed, epoch, q));
+        *ox = (int64_t)rng_below(&r, 2 * (uint64_t)ld->pad + 1);
+        *oy = (int64_t)rng_below(&r, 2 * (uint64_t)ld->pad + 1);
+        uint64_t coin = rng_next(&r) >> 63;
+        *flip = ld->hflip && coin;
+    }
+}
+
+static void build_view(const distill_loader *ld, int64_t s, int64_t ox, int64_t oy, int flip,
+                       float *dst);
+
 /* One normalized, augmented sample: store sample s to dst (c, h, w). */
 static void build_sample(const distill_loader *ld, int64_t s, uint64_t epoch, uint64_t q,
                          float *dst)
 {
+    int64_t ox, oy;
+    int flip;
+    sample_view(ld, epoch, q, &ox, &oy, &flip);
+    build_view(ld, s, ox, oy, flip, dst);
+}
+
+/* Store sample s seen through view (ox, oy, flip) to dst (c, h, w). */
+static void build_view(const distill_loader *ld, int64_t s, int64_t ox, int64_t oy, int flip,
+                       float *dst)
+{
     const int64_t c = ld->c, h = ld->h, w = ld->w;
-    int64_t ox = ld->pad, oy = ld->pad; /* offsets in the padded image; P = none */
-    int flip = 0;
-    if (ld->pad > 0 || ld->hflip) {
-        rng r;
-        rng_seed(&r, derive(ld->seed, epoch, q));
-        ox = (int64_t)rng_below(&r, 2 * (uint64_t)ld->pad + 1);
-        oy = (int64_t)rng_below(&r, 2 * (uint64_t)ld->pad + 1);
-        uint64_t coin = rng_next(&r) >> 63;
-        flip = ld->hflip && coin;
-    }
     /* out[y][x] = padded[y + oy][xs + ox] with xs = flip ? w-1-x : x; in
      * the unpadded source that is row y + oy - P, column xs + ox - P. */
     const int64_t dy = oy - ld->pad, dx = ox - ld->pad;
@@ -516,4 +535,47 @@ int distill_loader_set_epoch(distill_loader *ld, uint64_t epoch)
 int distill_loader_reset(distill_loader *ld)
 {
     return distill_loader_set_state(ld, 0, 0);
+}
+
+/* ======================================================== views (teacher caches) */
+
+int loader_view_count(const distill_loader *ld)
+{
+    int side = 2 * ld->pad + 1;
+    return side * side * (ld->hflip ? 2 : 1);
+}
+
+int loader_batch_views(distill_loader *ld, uint64_t epoch, uint64_t pos, int count,
+                       int64_t *index, int32_t *view)
+{
+    if (pos + (uint64_t)count > (uint64_t)ld->n)
+        return seterr(DISTILL_EINVAL, "loader views: batch past the end of the epoch");
+    const int64_t *order = epoch_order(ld, &ld->host_perm, epoch);
+    int side = 2 * ld->pad + 1;
+    for (int j = 0; j < count; j++) {
+        uint64_t q = pos + (uint64_t)j;
+        int64_t ox, oy;
+        int flip;
+        index[j] = order ? order[q] : (int64_t)q;
+        sample_view(ld, epoch, q, &ox, &oy, &flip);
+        view[j] = (int32_t)(((oy * side + ox) * (ld->hflip ? 2 : 1)) + flip);
+    }
+    return DISTILL_OK;
+}
+
+int loader_build_view(const distill_loader *ld, int64_t index, int32_t view, float *dst)
+{
+    int side = 2 * ld->pad + 1, flips = ld->hflip ? 2 : 1;
+    if (index < 0 || index >= ld->n || view < 0 || view >= side * side * flips)
+        return seterr(DISTILL_EINVAL, "loader view %d of sample %lld is out of range", view,
+                      (long long)index);
+    int flip = view % flips;
+    int64_t cell = view / flips;
+    build_view(ld, ld->map[index], cell % side, cell / side, flip, dst);
+    return DISTILL_OK;
+}
+
+int64_t loader_size(const distill_loader *ld)
+{
+    return ld->n;
 }

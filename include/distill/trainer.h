@@ -1,0 +1,322 @@
+/*
+ * distill/trainer.h - teachers, the training loop, evaluation, checkpoints
+ * and the compression report.
+ *
+ * Supervised training and distillation run in the same loop: a trainer
+ * holds a student model (borrowed), an optional teacher, a weighted list of
+ * losses, an optimizer and a learning-rate schedule.  Each step is
+ *
+ *     zero_grad -> teacher forward -> student forward -> losses -> backward -> update
+ *
+ *     distill_teacher *t;
+ *     distill_teacher_from_model(&t, teacher_model);
+ *     distill_trainer_options o;
+ *     distill_trainer_options_init(&o, DISTILL_TRAINER_OPTIONS_VERSION);
+ *     o.epochs = 3;
+ *     distill_trainer *tr;
+ *     distill_trainer_create(&tr, student, t, &o);
+ *     distill_loss *kd;
+ *     distill_loss_kd(&kd, 4.0f, 0.9f);
+ *     distill_trainer_add_loss(tr, kd, 1.0f);      // the trainer owns kd now
+ *     distill_trainer_fit(tr, train_set, test_set);
+ *
+ * Without losses, a trainer uses cross-entropy (no teacher) or
+ * kd:T=4,alpha=0.9 (with a teacher).
+ *
+ * Determinism: the same seed, data and thread count give bit-identical
+ * weights; a run resumed from a checkpoint continues exactly as if it had
+ * not stopped.
+ */
+#ifndef DISTILL_TRAINER_H
+#define DISTILL_TRAINER_H
+
+#include "distill/common.h"
+#include "distill/data.h"
+#include "distill/loss.h"
+#include "distill/model.h"
+#include "distill/optim.h"
+#include "distill/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- teacher */
+
+typedef struct distill_teacher distill_teacher;
+
+/**
+ * A frozen teacher made from a copy of `model` (the caller keeps and may
+ * free its model).  It runs in inference mode; its logits equal the
+ * model's inference forward.  *out belongs to the caller.
+ */
+DISTILL_API int distill_teacher_from_model(distill_teacher **out, const distill_model *model);
+
+#define DISTILL_TEACHER_CALLBACK_VERSION 1
+
+/** A teacher computed by the host's own engine. */
+typedef struct distill_teacher_callback {
+    unsigned int version; /**< DISTILL_TEACHER_CALLBACK_VERSION */
+    int classes;          /**< logits per sample */
+    /**
+     * Compute logits (n, classes) for images (n, C, H, W), and each
+     * requested tap: taps[k] must be filled with the feature of node
+     * tap_names[k], shaped (n, per-image dims from tap_shape).  Return
+     * DISTILL_OK or a negative status.
+     */
+    int (*forward)(const distill_tensor *images, distill_tensor *logits, int n_taps,
+                   const char *const *tap_names, distill_tensor *const *taps, void *payload);
+    /**
+     * Per-image shape of tap `name` (rank 1 or 3 in *rank, dims in dims);
+     * DISTILL_ENOTFOUND if the host has no such tap.  May be NULL (no taps).
+     */
+    int (*tap_shape)(const char *name, int *rank, int64_t dims[3], void *payload);
+    void *payload;
+    void (*destroy)(void *payload); /**< called when the teacher is freed; may be NULL */
+} distill_teacher_callback;
+
+/** A teacher backed by host callbacks (the struct is copied). */
+DISTILL_API int distill_teacher_from_callback(distill_teacher **out,
+                                              const distill_teacher_callback *cb);
+
+/**
+ * A weighted ensemble: logits are sum_k w_k * logits_k / sum_k w_k (weights
+ * NULL: equal).  The ensemble borrows the n teachers; they must outlive it.
+ * All must have the same number of classes.  Ensembles do not provide taps.
+ */
+DISTILL_API int distill_teacher_ensemble(distill_teacher **out, int n,
+                                         distill_teacher *const *teachers, const float *weights);
+
+#define DISTILL_CACHE_OPTIONS_VERSION 1
+
+/** How a teacher cache is made: the augmentation and normalization of the
+ *  training run that will use it (they must match that run's options). */
+typedef struct distill_cache_options {
+    unsigned int version; /**< DISTILL_CACHE_OPTIONS_VERSION */
+    int crop_padding;     /**< as distill_trainer_options.crop_padding; 0 */
+    int hflip;            /**< as distill_trainer_options.hflip; 0 */
+    int norm_count;       /**< as distill_trainer_options; 0 */
+    float mean[4];
+    float std[4];
+    int batch_size;       /**< teacher batch while building; 256 */
+} distill_cache_options;
+
+#define DISTILL_CACHE_OPTIONS_INIT \
+    {DISTILL_CACHE_OPTIONS_VERSION, 0, 0, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, 256}
+
+DISTILL_API int distill_cache_options_init(distill_cache_options *opts, unsigned int version);
+
+/**
+ * Run `teacher` on every sample of `ds` through every augmentation view the
+ * options allow -- (2P + 1)^2 crop offsets, times 2 with flips -- and write
+ * the logits to `path` (atomically).  A trainer fed from this cache gets
+ * exactly the logits the online teacher would give for each augmented
+ * sample, at the cost of a student-only step.  The file holds samples x
+ * views x classes floats (Fashion-MNIST with the e2e recipe: 60000 x 50 x 10,
+ * 120 MB).  Errors: DISTILL_EIO, DISTILL_EUNSUPPORTED (a cached teacher).
+ */
+DISTILL_API int distill_teacher_cache_build(distill_teacher *teacher, const distill_dataset *ds,
+                                            const distill_cache_options *opts, const char *path);
+
+/**
+ * A teacher that reads its logits from a cache made by
+ * distill_teacher_cache_build() (loaded into memory).  It works only inside
+ * distill_trainer_fit() on the dataset the cache was made for, with the
+ * same crop_padding, hflip and normalization (checked: DISTILL_EINVAL);
+ * distill_teacher_forward() and distill_trainer_step() refuse it
+ * (DISTILL_EUNSUPPORTED).  It provides no taps.  A corrupt file gives
+ * DISTILL_EFORMAT.  *out belongs to the caller.
+ */
+DISTILL_API int distill_teacher_from_cache(distill_teacher **out, const char *path);
+
+/** Free a teacher.  Accepts NULL. */
+DISTILL_API void distill_teacher_free(distill_teacher *t);
+
+/** Logits per sample. */
+DISTILL_API int distill_teacher_classes(const distill_teacher *t);
+
+/**
+ * Compute the teacher's logits for a batch: logits must be (n, classes).
+ * Taps declared by losses are computed too and read by the trainer.
+ */
+DISTILL_API int distill_teacher_forward(distill_teacher *t, const distill_tensor *images,
+                                        distill_tensor *logits);
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct distill_trainer distill_trainer;
+
+/** What the progress callback is told. */
+typedef struct distill_progress {
+    int epoch;              /**< 1-based current epoch */
+    int epochs;
+    int64_t step;           /**< steps done since the start of training */
+    int64_t total_steps;
+    double loss;            /**< total loss of the last step */
+    double lr;              /**< learning rate of the last step */
+    double images_per_sec;  /**< over the last reporting interval */
+    double eta_seconds;     /**< estimate for the remaining steps */
+    int n_terms;            /**< the losses, each unweighted, of the last step */
+    const char *const *term_names;
+    const double *term_values;
+    int end_of_epoch;       /**< nonzero on the call made after each epoch */
+    double val_accuracy;    /**< on end_of_epoch calls with a validation set; else -1 */
+    int64_t skipped_steps;  /**< batches skipped for non-finite values so far */
+} distill_progress;
+
+/** Return nonzero to stop training (the fit returns DISTILL_ECANCELLED). */
+typedef int (*distill_progress_fn)(const distill_progress *p, void *payload);
+
+#define DISTILL_TRAINER_OPTIONS_VERSION 1
+
+typedef struct distill_trainer_options {
+    unsigned int version;  /**< DISTILL_TRAINER_OPTIONS_VERSION */
+    int epochs;            /**< 1 */
+    int batch_size;        /**< 128 */
+    double lr;             /**< peak learning rate; 0.1 */
+    double momentum;       /**< SGD momentum; 0.9 */
+    int nesterov;          /**< 1 */
+    double weight_decay;   /**< 5e-4 */
+    int schedule;          /**< distill_schedule_kind for the run; DISTILL_SCHEDULE_COSINE */
+    int64_t warmup_steps;  /**< 0 */
+    uint64_t seed;         /**< shuffling, augmentation, dropout; 0 */
+    int crop_padding;      /**< random crop of the zero-padded image (pixels); 0 = off */
+    int hflip;             /**< random horizontal flip with p = 0.5; 0 */
+    int norm_count;        /**< 0 (none), 1 (all channels) or C */
+    float mean[4];         /**< per-channel normalization applied to every batch */
+    float std[4];
+    int skip_nonfinite;    /**< 0: a non-finite loss fails the step; 1: skip the batch */
+    int prefetch;          /**< prepare the next batch in a background thread; 1 */
+    int64_t steps_per_epoch; /**< 0: one pass over the data; else this many batches */
+    distill_progress_fn progress;
+    void *progress_payload;
+    int progress_every;    /**< steps between progress calls; 50 */
+    int64_t max_steps;     /**< 0: no limit; else fit stops (DISTILL_OK) after this many
+                                steps in all, e.g. to save a checkpoint and resume later */
+} distill_trainer_options;
+
+#define DISTILL_TRAINER_OPTIONS_INIT                                                  \
+    {DISTILL_TRAINER_OPTIONS_VERSION, 1, 128, 0.1, 0.9, 1, 5e-4, 2 /* cosine */, 0, 0, 0, 0, \
+     0, {0, 0, 0, 0}, {1, 1, 1, 1}, 0, 1, 0, NULL, NULL, 50, 0}
+
+DISTILL_API int distill_trainer_options_init(distill_trainer_options *opts, unsigned int version);
+
+/**
+ * Create a trainer for `student` (borrowed: it must outlive the trainer;
+ * its weights are updated in place) with an optional `teacher` (borrowed;
+ * NULL for supervised training).  *out belongs to the caller.
+ */
+DISTILL_API int distill_trainer_create(distill_trainer **out, distill_model *student,
+                                       distill_teacher *teacher,
+                                       const distill_trainer_options *opts);
+
+/** Free a trainer (and the losses it owns).  Accepts NULL. */
+DISTILL_API void distill_trainer_free(distill_trainer *tr);
+
+/**
+ * Add a loss term with a weight.  The trainer takes ownership of `loss`,
+ * also when the call fails.  Feature losses' taps are resolved here:
+ * DISTILL_ENOTFOUND for an unknown node, and an adapter is created when
+ * the shapes differ.
+ */
+DISTILL_API int distill_trainer_add_loss(distill_trainer *tr, distill_loss *loss, float weight);
+
+/** Replace the optimizer settings (the run's lr/momentum/decay fields are overridden). */
+DISTILL_API int distill_trainer_set_optimizer(distill_trainer *tr,
+                                              const distill_optimizer_options *opts);
+
+/**
+ * Train for the configured epochs on `train` (labels needed unless every
+ * loss works without them), evaluating on `val` (may be NULL) after each
+ * epoch.  Resumes where a loaded checkpoint left off.
+ */
+DISTILL_API int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
+                                    const distill_dataset *val);
+
+/**
+ * One step on a prepared batch: images (n, C, H, W) already normalized,
+ * labels (n) or NULL.  *loss receives the weighted total (may be NULL).
+ * On DISTILL_ENONFINITE the weights are left as they were.
+ */
+DISTILL_API int distill_trainer_step(distill_trainer *tr, const distill_tensor *images,
+                                     const int32_t *labels, double *loss);
+
+/** Steps done and the current learning rate. */
+DISTILL_API int64_t distill_trainer_steps_done(const distill_trainer *tr);
+
+/**
+ * Write the full training state (weights, statistics, optimizer state,
+ * schedule position, data order and position, RNG) atomically to `path`.
+ */
+DISTILL_API int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path);
+
+/**
+ * Restore a checkpoint written for the same architecture; the next fit
+ * continues exactly where it stopped.  DISTILL_EFORMAT for a corrupt file
+ * or another architecture (the trainer is then unchanged).
+ */
+DISTILL_API int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path);
+
+/* ------------------------------------------------------------- evaluation */
+
+#define DISTILL_EVAL_OPTIONS_VERSION 1
+
+typedef struct distill_eval_options {
+    unsigned int version; /**< DISTILL_EVAL_OPTIONS_VERSION */
+    int batch_size;       /**< 256 */
+    int norm_count;       /**< as in distill_trainer_options */
+    float mean[4];
+    float std[4];
+    int64_t *confusion;   /**< optional classes x classes counts (row: true class) */
+    distill_teacher *agreement; /**< optional: measure top-1 agreement with this teacher */
+} distill_eval_options;
+
+#define DISTILL_EVAL_OPTIONS_INIT \
+    {DISTILL_EVAL_OPTIONS_VERSION, 256, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, NULL, NULL}
+
+DISTILL_API int distill_eval_options_init(distill_eval_options *opts, unsigned int version);
+
+typedef struct distill_eval_result {
+    int64_t count;     /**< samples evaluated */
+    double loss;       /**< mean cross-entropy (labelled data) */
+    double top1, top5; /**< accuracies in [0, 1] (labelled data) */
+    double agreement;  /**< top-1 agreement with opts->agreement, or -1 */
+} distill_eval_result;
+
+/** Evaluate `model` in inference mode on `ds`. */
+DISTILL_API int distill_evaluate(distill_model *model, const distill_dataset *ds,
+                                 const distill_eval_options *opts, distill_eval_result *res);
+
+/* ---------------------------------------------------- compression report */
+
+typedef struct distill_report_side {
+    int64_t params;         /**< trainable scalars */
+    int64_t file_bytes;     /**< bytes of the saved model */
+    int64_t macs;           /**< multiply-adds per image */
+    double latency_bs1_us;  /**< median latency of one image, microseconds */
+    double latency_bsN_us;  /**< median latency of a batch of batch_n images */
+    double images_per_sec;  /**< at batch_n */
+    double accuracy;        /**< top-1 on the dataset, or -1 without labels */
+} distill_report_side;
+
+typedef struct distill_report {
+    distill_report_side teacher, student;
+    int batch_n;            /**< the batch size of latency_bsN_us */
+    double agreement;       /**< teacher-student top-1 agreement on the dataset */
+    int threads;
+} distill_report;
+
+/**
+ * Measure teacher and student side by side on `ds` (normalized with
+ * opts' mean/std; opts may be NULL) at batch 1 and batch_n (128 if 0).
+ */
+DISTILL_API int distill_report_compare(distill_model *teacher, distill_model *student,
+                                       const distill_dataset *ds,
+                                       const distill_eval_options *opts, int batch_n,
+                                       distill_report *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTILL_TRAINER_H */

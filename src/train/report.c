@@ -1,0 +1,125 @@
+/*
+ * report.c - the compression report: teacher and student side by side.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "distill/trainer.h"
+#include "nn/graph.h"
+#include "tensor_internal.h"
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median latency of `reps` inference forwards of a batch of n images
+ * (after `warmup` unmeasured ones). */
+static int latency(distill_model *m, int64_t n, int warmup, int reps, double *median_us)
+{
+    const node *in = &m->nodes[0];
+    int64_t d[4] = {n, in->dims[0], in->dims[1], in->dims[2]};
+    int64_t od[2] = {n, m->nodes[m->output].dims[0]};
+    distill_tensor *x = NULL, *y = NULL;
+    double *t = xmalloc((size_t)reps * sizeof *t);
+    int rc = DISTILL_OK;
+    if (!t) {
+        rc = DISTILL_ENOMEM;
+        goto out;
+    }
+    if ((rc = distill_tensor_create(&x, in->rank + 1, d)) ||
+        (rc = distill_tensor_create(&y, 2, od)))
+        goto out;
+    for (size_t i = 0; i < x->numel; i++) /* any fixed, non-trivial input */
+        x->data[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    for (int k = 0; k < warmup + reps; k++) {
+        double t0 = now_us();
+        if ((rc = distill_model_forward(m, x, DISTILL_MODE_INFERENCE, y)))
+            goto out;
+        if (k >= warmup)
+            t[k - warmup] = now_us() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    *median_us = t[reps / 2];
+out:
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    xfree(t);
+    return rc;
+}
+
+static int side(distill_model *m, const distill_dataset *ds, const distill_eval_options *eo,
+                int batch_n, distill_report_side *s)
+{
+    memset(s, 0, sizeof *s);
+    s->params = distill_model_num_params(m);
+    s->macs = distill_model_macs(m);
+    void *buf;
+    size_t size;
+    int rc = model_serialize(m, &buf, &size);
+    if (rc)
+        return rc;
+    xfree(buf);
+    s->file_bytes = (int64_t)size;
+    if ((rc = latency(m, 1, 20, 200, &s->latency_bs1_us)) ||
+        (rc = latency(m, batch_n, 2, 10, &s->latency_bsN_us)))
+        return rc;
+    s->images_per_sec = (double)batch_n / (s->latency_bsN_us * 1e-6);
+    s->accuracy = -1;
+    if (ds && distill_dataset_has_labels(ds)) {
+        distill_eval_result r;
+        if ((rc = distill_evaluate(m, ds, eo, &r)))
+            return rc;
+        s->accuracy = r.top1;
+    }
+    return DISTILL_OK;
+}
+
+int distill_report_compare(distill_model *teacher, distill_model *student,
+                           const distill_dataset *ds, const distill_eval_options *opts,
+                           int batch_n, distill_report *out)
+{
+    if (!teacher || !student || !out)
+        return seterr(DISTILL_EINVAL, "distill_report_compare: NULL argument");
+    if (batch_n <= 0)
+        batch_n = 128;
+    distill_eval_options eo = DISTILL_EVAL_OPTIONS_INIT;
+    if (opts) {
+        if (opts->version != DISTILL_EVAL_OPTIONS_VERSION)
+            return seterr(DISTILL_EVERSION, "distill_eval_options version %u is not known",
+                          opts->version);
+        eo = *opts;
+    }
+    eo.agreement = NULL;
+    eo.confusion = NULL;
+    memset(out, 0, sizeof *out);
+    out->batch_n = batch_n;
+    out->threads = distill_get_num_threads();
+    int rc;
+    if ((rc = side(teacher, ds, &eo, batch_n, &out->teacher)) ||
+        (rc = side(student, ds, &eo, batch_n, &out->student)))
+        return rc;
+    out->agreement = -1;
+    if (ds) {
+        distill_teacher *t;
+        if ((rc = distill_teacher_from_model(&t, teacher)))
+            return rc;
+        eo.agreement = t;
+        distill_eval_result r;
+        rc = distill_evaluate(student, ds, &eo, &r);
+        distill_teacher_free(t);
+        if (rc)
+            return rc;
+        out->agreement = r.agreement;
+    }
+    return DISTILL_OK;
+}

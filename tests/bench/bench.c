@@ -1,0 +1,403 @@
+/*
+ * distill-bench - the benchmark cases of BENCHMARKS.md, one JSON line each:
+ *
+ *   {"case": "kd_step", "value": 412.7, "unit": "images/s", "threads": 2, "batch": 128, ...}
+ *
+ * usage: distill-bench [CASE...]   (no argument: every case that is not e2e)
+ * env:   THREADS (2), STEPS (50), EPOCHS (3), SEED (0),
+ *        FASHION_MNIST_DIR (/usr/share/datasets/fashion-mnist), OUT_DIR (/tmp)
+ * Progress goes to stderr only.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <distill.h>
+#include <distill/data.h>
+#include <distill/loss.h>
+#include <distill/optim.h>
+#include <distill/trainer.h>
+
+#define BATCH 128
+static const float MEAN = 0.2860f, STD = 0.3530f;
+
+static int g_threads, g_steps, g_epochs;
+static uint64_t g_seed;
+static const char *g_out;
+
+#define CHECK(call)                                                                        \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        if (rc_ != DISTILL_OK) {                                                           \
+            fprintf(stderr, "distill-bench: %s failed: %s (%s)\n", #call,                  \
+                    distill_strerror(rc_), distill_last_error());                          \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double max_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+static void emit(const char *name, double value, const char *unit, int batch, const char *extra)
+{
+    printf("{\"case\": \"%s\", \"value\": %.4f, \"unit\": \"%s\", \"threads\": %d, \"batch\": %d, "
+           "\"max_rss_mb\": %.1f%s%s}\n",
+           name, value, unit, g_threads, batch, max_rss_mb(), extra && *extra ? ", " : "",
+           extra ? extra : "");
+    fflush(stdout);
+}
+
+static distill_model *zoo(const char *name)
+{
+    distill_zoo_options o;
+    distill_zoo_options_init(&o, DISTILL_ZOO_OPTIONS_VERSION);
+    o.seed = g_seed;
+    distill_model *m;
+    CHECK(distill_zoo_create(&m, name, &o));
+    return m;
+}
+
+static distill_dataset *fashion(int train)
+{
+    distill_dataset *d;
+    CHECK(distill_dataset_fashion_mnist(&d, NULL, train));
+    return d;
+}
+
+/* The peer's batches(): window i of the training set, normalized. */
+static void window(const distill_dataset *d, int64_t i, distill_tensor *x, int32_t *y)
+{
+    int64_t n = distill_dataset_size(d), b = distill_tensor_dim(x, 0);
+    int64_t start = (i * b) % (n - b);
+    float *p = distill_tensor_data(x);
+    for (int64_t k = 0; k < b; k++) {
+        CHECK(distill_dataset_get(d, start + k, p + k * 784, 784, y ? &y[k] : NULL));
+        for (int j = 0; j < 784; j++)
+            p[k * 784 + j] = (p[k * 784 + j] - MEAN) / STD;
+    }
+}
+
+static distill_tensor *batch_tensor(int64_t n)
+{
+    int64_t d[4] = {n, 1, 28, 28};
+    distill_tensor *t;
+    CHECK(distill_tensor_create(&t, 4, d));
+    return t;
+}
+
+static distill_trainer *make_trainer(distill_model *student, distill_teacher *teacher, double lr)
+{
+    distill_trainer_options o;
+    distill_trainer_options_init(&o, DISTILL_TRAINER_OPTIONS_VERSION);
+    o.lr = lr;
+    o.schedule = DISTILL_SCHEDULE_CONSTANT;
+    o.batch_size = BATCH;
+    distill_trainer *tr;
+    CHECK(distill_trainer_create(&tr, student, teacher, &o));
+    distill_loss *l;
+    if (teacher)
+        CHECK(distill_loss_kd(&l, 4.0f, 0.9f));
+    else
+        CHECK(distill_loss_cross_entropy(&l, 0.0f));
+    CHECK(distill_trainer_add_loss(tr, l, 1.0f));
+    return tr;
+}
+
+/* Time `g_steps` trainer steps after 5 warm-up steps. */
+static double time_steps(distill_trainer *tr, const distill_dataset *d)
+{
+    distill_tensor *x = batch_tensor(BATCH);
+    int32_t y[BATCH];
+    double t0 = 0;
+    for (int i = 0; i < 5 + g_steps; i++) {
+        window(d, i, x, y);
+        if (i == 5)
+            t0 = now();
+        CHECK(distill_trainer_step(tr, x, y, NULL));
+    }
+    double dt = now() - t0;
+    distill_tensor_free(x);
+    return dt;
+}
+
+static void case_kd_step(void)
+{
+    distill_dataset *d = fashion(1);
+    distill_model *t = zoo("resnet20"), *s = zoo("resnet8");
+    distill_teacher *te;
+    CHECK(distill_teacher_from_model(&te, t));
+    distill_trainer *tr = make_trainer(s, te, 0.05);
+    double dt = time_steps(tr, d);
+    double ips = g_steps * BATCH / dt;
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * (double)(distill_model_macs(t) + 3 * distill_model_macs(s)) / 1e9);
+    emit("kd_step", ips, "images/s", BATCH, extra);
+    distill_trainer_free(tr);
+    distill_teacher_free(te);
+    distill_model_free(t);
+    distill_model_free(s);
+    distill_dataset_free(d);
+}
+
+static void case_teacher_train_step(void)
+{
+    distill_dataset *d = fashion(1);
+    distill_model *t = zoo("resnet20");
+    distill_trainer *tr = make_trainer(t, NULL, 0.1);
+    double dt = time_steps(tr, d);
+    double ips = g_steps * BATCH / dt;
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * 3.0 * (double)distill_model_macs(t) / 1e9);
+    emit("teacher_train_step", ips, "images/s", BATCH, extra);
+    distill_trainer_free(tr);
+    distill_model_free(t);
+    distill_dataset_free(d);
+}
+
+static void case_teacher_infer(void)
+{
+    distill_dataset *d = fashion(1);
+    distill_model *t = zoo("resnet20");
+    distill_tensor *x = batch_tensor(BATCH), *y;
+    int64_t yd[2] = {BATCH, 10};
+    CHECK(distill_tensor_create(&y, 2, yd));
+    double t0 = 0;
+    for (int i = 0; i < 5 + g_steps; i++) {
+        window(d, i, x, NULL);
+        if (i == 5)
+            t0 = now();
+        CHECK(distill_model_forward(t, x, DISTILL_MODE_INFERENCE, y));
+    }
+    double ips = g_steps * BATCH / (now() - t0);
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * (double)distill_model_macs(t) / 1e9);
+    emit("teacher_infer", ips, "images/s", BATCH, extra);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(t);
+    distill_dataset_free(d);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void case_student_latency_bs1(void)
+{
+    distill_dataset *d = fashion(1);
+    distill_model *s = zoo("resnet8");
+    distill_tensor *x = batch_tensor(1), *y;
+    int64_t yd[2] = {1, 10};
+    CHECK(distill_tensor_create(&y, 2, yd));
+    int n = 20 * g_steps;
+    double *lat = malloc((size_t)n * sizeof *lat);
+    if (!lat)
+        exit(1);
+    for (int i = 0; i < 50 + n; i++) {
+        window(d, i, x, NULL);
+        double t0 = now();
+        CHECK(distill_model_forward(s, x, DISTILL_MODE_INFERENCE, y));
+        if (i >= 50)
+            lat[i - 50] = now() - t0;
+    }
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    emit("student_latency_bs1", lat[n / 2] * 1e6, "us", 1, NULL);
+    free(lat);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(s);
+    distill_dataset_free(d);
+}
+
+/* ---------------------------------------------------------------- e2e */
+
+static int progress(const distill_progress *p, void *payload)
+{
+    (void)payload;
+    if (p->end_of_epoch)
+        fprintf(stderr, "# epoch %d/%d test_acc %.4f loss %.4f %.0f img/s\n", p->epoch, p->epochs,
+                p->val_accuracy, p->loss, p->images_per_sec);
+    return 0;
+}
+
+/* The e2e recipe of BENCHMARKS.md; labelled = N trains on the first N
+ * images for as many steps as EPOCHS over all of them. */
+static double fit(distill_model *m, distill_teacher *t, int64_t labelled, float alpha,
+                  int *epochs_out, double *secs)
+{
+    distill_dataset *train = fashion(1), *test = fashion(0);
+    int epochs = g_epochs;
+    if (labelled) {
+        distill_dataset *sub;
+        CHECK(distill_dataset_subset(&sub, train, 0, labelled));
+        int64_t per_epoch_full = distill_dataset_size(train) / BATCH;
+        epochs = (int)(epochs * (per_epoch_full * BATCH / labelled));
+        distill_dataset_free(train);
+        train = sub;
+    }
+    if (t && alpha >= 1.0f)
+        CHECK(distill_dataset_drop_labels(train));
+    distill_trainer_options o;
+    distill_trainer_options_init(&o, DISTILL_TRAINER_OPTIONS_VERSION);
+    o.epochs = epochs;
+    o.batch_size = BATCH;
+    o.lr = 0.1;
+    o.seed = g_seed;
+    o.crop_padding = 2;
+    o.hflip = 1;
+    o.norm_count = 1;
+    o.mean[0] = MEAN;
+    o.std[0] = STD;
+    o.progress = progress;
+    distill_trainer *tr;
+    CHECK(distill_trainer_create(&tr, m, t, &o));
+    distill_loss *l;
+    if (t)
+        CHECK(distill_loss_kd(&l, 4.0f, alpha));
+    else
+        CHECK(distill_loss_cross_entropy(&l, 0.0f));
+    CHECK(distill_trainer_add_loss(tr, l, 1.0f));
+    double t0 = now();
+    CHECK(distill_trainer_fit(tr, train, test));
+    *secs = now() - t0;
+    distill_eval_options eo;
+    distill_eval_options_init(&eo, DISTILL_EVAL_OPTIONS_VERSION);
+    eo.norm_count = 1;
+    eo.mean[0] = MEAN;
+    eo.std[0] = STD;
+    distill_eval_result r;
+    CHECK(distill_evaluate(m, test, &eo, &r));
+    *epochs_out = epochs;
+    distill_trainer_free(tr);
+    distill_dataset_free(train);
+    distill_dataset_free(test);
+    return r.top1;
+}
+
+static void teacher_path(char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/distill_teacher_resnet20.dstl", g_out);
+}
+
+static void case_e2e_teacher(void)
+{
+    distill_model *m = zoo("resnet20");
+    int epochs;
+    double secs, acc = fit(m, NULL, 0, 0, &epochs, &secs);
+    char path[1024], extra[128];
+    teacher_path(path, sizeof path);
+    CHECK(distill_model_save(m, path));
+    snprintf(extra, sizeof extra, "\"epochs\": %d, \"seconds\": %.1f, \"seed\": %llu", epochs,
+             secs, (unsigned long long)g_seed);
+    emit("e2e_teacher", acc, "accuracy", BATCH, extra);
+    distill_model_free(m);
+}
+
+static void case_e2e_student(const char *name, int kd, int64_t labelled, float alpha)
+{
+    distill_model *m = zoo("resnet8"), *tm = NULL;
+    distill_teacher *t = NULL;
+    if (kd) {
+        char path[1024];
+        teacher_path(path, sizeof path);
+        CHECK(distill_model_load(&tm, path));
+        CHECK(distill_teacher_from_model(&t, tm));
+    }
+    int epochs;
+    double secs, acc = fit(m, t, labelled, alpha, &epochs, &secs);
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"epochs\": %d, \"seconds\": %.1f, \"seed\": %llu", epochs,
+             secs, (unsigned long long)g_seed);
+    emit(name, acc, "accuracy", BATCH, extra);
+    distill_teacher_free(t);
+    distill_model_free(tm);
+    distill_model_free(m);
+}
+
+static void e2e_student_ce(void) { case_e2e_student("e2e_student_ce", 0, 0, 0.9f); }
+static void e2e_student_kd(void) { case_e2e_student("e2e_student_kd", 1, 0, 0.9f); }
+static void e2e_student_ce_6k(void) { case_e2e_student("e2e_student_ce_6k", 0, 6000, 0.9f); }
+static void e2e_student_kd_unlabelled(void)
+{
+    case_e2e_student("e2e_student_kd_unlabelled", 1, 0, 1.0f);
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+    int e2e;
+} cases[] = {
+    {"kd_step", case_kd_step, 0},
+    {"teacher_infer", case_teacher_infer, 0},
+    {"student_latency_bs1", case_student_latency_bs1, 0},
+    {"teacher_train_step", case_teacher_train_step, 0},
+    {"e2e_teacher", case_e2e_teacher, 1},
+    {"e2e_student_ce", e2e_student_ce, 1},
+    {"e2e_student_kd", e2e_student_kd, 1},
+    {"e2e_student_ce_6k", e2e_student_ce_6k, 1},
+    {"e2e_student_kd_unlabelled", e2e_student_kd_unlabelled, 1},
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+static long env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? strtol(v, NULL, 10) : dflt;
+}
+
+int main(int argc, char **argv)
+{
+    g_threads = (int)env_long("THREADS", 2);
+    g_steps = (int)env_long("STEPS", 50);
+    g_epochs = (int)env_long("EPOCHS", 3);
+    g_seed = (uint64_t)env_long("SEED", 0);
+    g_out = getenv("OUT_DIR") && *getenv("OUT_DIR") ? getenv("OUT_DIR") : "/tmp";
+    if (g_threads < 1 || g_steps < 1 || g_epochs < 1) {
+        fprintf(stderr, "distill-bench: THREADS, STEPS and EPOCHS must be >= 1\n");
+        return 2;
+    }
+    distill_set_num_threads(g_threads);
+    for (int i = 1; i < argc; i++) {
+        size_t k;
+        for (k = 0; k < N_CASES; k++)
+            if (strcmp(argv[i], cases[k].name) == 0)
+                break;
+        if (k == N_CASES) {
+            fprintf(stderr, "distill-bench: unknown case '%s'; known:", argv[i]);
+            for (k = 0; k < N_CASES; k++)
+                fprintf(stderr, " %s", cases[k].name);
+            fprintf(stderr, "\n");
+            return 2;
+        }
+    }
+    if (argc == 1) {
+        for (size_t k = 0; k < N_CASES; k++)
+            if (!cases[k].e2e)
+                cases[k].fn();
+        return 0;
+    }
+    for (int i = 1; i < argc; i++)
+        for (size_t k = 0; k < N_CASES; k++)
+            if (strcmp(argv[i], cases[k].name) == 0)
+                cases[k].fn();
+    return 0;
+}
