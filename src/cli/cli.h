@@ -1,0 +1,273 @@
+/*
+ * cli.h - shared declarations of the `distill` command-line program.
+ *
+ * The program is built on libdistill's public API only (the shared library
+ * and include/).  Every helper that can fail prints its own one-line message
+ * on stderr, prefixed "distill: ", and returns the program's exit status:
+ * 0 on success, CLI_EUSAGE for a usage error, CLI_ERUNTIME for anything
+ * else.  Callers only propagate that status.
+ */
+#ifndef DISTILL_CLI_H
+#define DISTILL_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "distill.h"
+#include "distill/loss.h"
+#include "distill/trainer.h"
+
+/* ------------------------------------------------------------ exit status */
+
+enum {
+    CLI_OK = 0,
+    CLI_ERUNTIME = 1,       /* a file, the data or the library failed */
+    CLI_EUSAGE = 2,         /* bad command line */
+    CLI_EINTERRUPTED = 130  /* stopped by Ctrl-C (128 + SIGINT) */
+};
+
+#if defined(__GNUC__)
+#define CLI_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define CLI_PRINTF(a, b)
+#endif
+
+/** Print "distill: <message>" on one line of stderr; returns `status`. */
+int cli_fail(int status, const char *fmt, ...) CLI_PRINTF(2, 3);
+
+/**
+ * Print "distill: <context>: <library message>" for a failed library call
+ * that returned `rc`, using distill_last_error() (or distill_strerror(rc)
+ * when the library left no message).  Returns CLI_ERUNTIME.
+ */
+int cli_fail_lib(int rc, const char *fmt, ...) CLI_PRINTF(2, 3);
+
+/* ---------------------------------------------------------------- options */
+
+#define CLI_MAX_LIST 16
+
+/** Every option any subcommand knows; each subcommand accepts a subset. */
+typedef enum cli_opt_id {
+    OPT_HELP = 0,
+    OPT_MODEL,
+    OPT_TEACHER,
+    OPT_STUDENT,
+    OPT_LOSS,
+    OPT_DATA,
+    OPT_VAL,
+    OPT_OUT,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_LR,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_LIMIT,
+    OPT_VAL_LIMIT,
+    OPT_AUGMENT,
+    OPT_NO_AUGMENT,
+    OPT_MEAN,
+    OPT_STD,
+    OPT_CHANNELS,
+    OPT_SIZE,
+    OPT_UNLABELLED,
+    OPT_CONFUSION,
+    OPT_TOP,
+    OPT_JSON,
+    OPT_QUIET,
+    OPT_COUNT_
+} cli_opt_id;
+
+/** The parsed command line.  Strings are borrowed from argv. */
+typedef struct cli_options {
+    uint64_t given;                 /* bit (1 << id) for every option seen */
+    const char *model, *student, *data, *val, *out;
+    const char *teachers[CLI_MAX_LIST];
+    int n_teachers;
+    const char *losses[CLI_MAX_LIST];
+    int n_losses;
+    const char **inputs;            /* positional arguments (owned array) */
+    int n_inputs;
+    int epochs, batch, threads, channels, height, width, top;
+    int64_t limit, val_limit;
+    uint64_t seed;
+    double lr;
+    int augment;                    /* 1, 0, or -1 when not given */
+    int unlabelled, confusion, json, quiet;
+    int n_mean, n_std;
+    float mean[4], std[4];
+} cli_options;
+
+/** One option of a subcommand; help NULL means the option's general help. */
+typedef struct cli_cmd_opt {
+    cli_opt_id id;
+    const char *help;
+} cli_cmd_opt;
+
+typedef struct cli_command cli_command;
+
+/** A subcommand: its help text, the options it takes and its entry point. */
+struct cli_command {
+    const char *name;
+    const char *summary;     /* one line, for `distill --help` */
+    const char *usage;       /* after "distill <name> " */
+    const char *description; /* a paragraph, may be NULL */
+    const cli_cmd_opt *opts; /* terminated by {OPT_COUNT_, NULL} */
+    int positionals;         /* nonzero: takes positional arguments */
+    const char *example;     /* one or more lines */
+    int (*run)(const cli_command *cmd, const cli_options *o);
+};
+
+/**
+ * Parse argv[1..argc-1] (the words after the subcommand name) for `cmd`.
+ * Returns CLI_OK, CLI_EUSAGE (message printed), or -1 when --help was given
+ * (help printed on stdout).  On CLI_OK, free with cli_options_free().
+ */
+int cli_parse(const cli_command *cmd, int argc, char **argv, cli_options *o);
+void cli_options_free(cli_options *o);
+
+/** Nonzero if option `id` was given on the command line. */
+int cli_given(const cli_options *o, cli_opt_id id);
+
+/** Print the subcommand's help on `f`. */
+void cli_print_help(const cli_command *cmd, FILE *f);
+
+/** CLI_EUSAGE with "distill <cmd>: <option> is required". */
+int cli_require(const cli_command *cmd, const cli_options *o, cli_opt_id id);
+
+/** Apply --threads (if given) to the library. */
+void cli_apply_threads(const cli_options *o);
+
+/* ---------------------------------------------------------------- data */
+
+typedef enum cli_data_kind {
+    CLI_DATA_FASHION_MNIST = 0,
+    CLI_DATA_IDX = 1,
+    CLI_DATA_FOLDER = 2,
+    CLI_DATA_NONE = 3 /* "--val none" */
+} cli_data_kind;
+
+/** A parsed --data / --val value. */
+typedef struct cli_data_spec {
+    int kind;            /* cli_data_kind */
+    const char *text;    /* as given, for messages */
+    char *buf;           /* owned copy for idx: images, labels */
+    const char *images, *labels, *folder;
+    int classes;         /* idx: 0 = from the labels */
+} cli_data_spec;
+
+/** Which part of a dataset a command reads. */
+typedef enum cli_split {
+    CLI_SPLIT_TRAIN = 1, /* Fashion-MNIST's 60000 training images */
+    CLI_SPLIT_TEST = 0   /* Fashion-MNIST's 10000 test images */
+} cli_split;
+
+/** Parse `text` (option `opt`, e.g. "--data"); CLI_EUSAGE on a bad spec. */
+int cli_data_parse(const char *opt, const char *text, cli_data_spec *spec);
+void cli_data_spec_free(cli_data_spec *spec);
+
+/**
+ * Load the data.  `shape` (C, H, W), when not NULL, is the input shape of
+ * the model the data is for: image folders are read at that size (resized
+ * bilinearly) and channel count; otherwise --channels and --size decide.
+ * `limit` > 0 keeps the first `limit` samples.
+ */
+int cli_data_load(const cli_data_spec *spec, cli_split split, const int64_t *shape,
+                  const cli_options *o, int64_t limit, distill_dataset **out);
+
+/** A new handle on the first `limit` samples of ds (all of them if limit <= 0). */
+int cli_data_view(const cli_data_spec *spec, const distill_dataset *ds, int64_t limit,
+                  distill_dataset **out);
+
+/** Mean/std normalization for data of kind `spec` (and --mean/--std). */
+typedef struct cli_norm {
+    int count;
+    float mean[4], std[4];
+} cli_norm;
+
+int cli_norm_get(const cli_data_spec *spec, const cli_options *o, cli_norm *norm);
+
+/* ---------------------------------------------------------------- models */
+
+/** Nonzero if `spec` names an existing file (rather than a zoo model). */
+int cli_model_is_file(const char *spec);
+
+/**
+ * Open a model: load `spec` if it is a file, else build the zoo model of
+ * that name with `zoo` (NULL: the zoo's defaults).  `opt` names the option
+ * for messages ("--model").
+ */
+int cli_model_open(const char *opt, const char *spec, const distill_zoo_options *zoo,
+                   distill_model **out);
+
+/** Logits per sample of the model's output, or 0 if it is not a vector. */
+int cli_model_classes(const distill_model *m);
+
+/** The model's per-image input shape; CLI_ERUNTIME unless it is (C, H, W). */
+int cli_model_input_shape(const char *what, const distill_model *m, int64_t shape[3]);
+
+/**
+ * Check that data fits a model: the same per-image shape and, when
+ * check_classes is set, the same number of classes.  `what` names the model
+ * ("teacher") and `data_what` the data ("data", "validation data") in messages.
+ */
+int cli_check_fit(const char *what, const distill_model *m, const char *data_what,
+                  const distill_dataset *ds, int check_classes);
+
+/* ---------------------------------------------------------------- progress */
+
+typedef struct cli_progress {
+    int tty;          /* stderr is a terminal: one line redrawn with \r */
+    int quiet;        /* print nothing */
+    int line_open;    /* a redrawn line is on screen */
+    double last_val;  /* validation accuracy of the last epoch, or -1 */
+    double last_loss;
+    int epochs_done;
+} cli_progress;
+
+void cli_progress_init(cli_progress *p, int quiet);
+/** The trainer's progress callback (payload: a cli_progress). */
+int cli_progress_cb(const distill_progress *p, void *payload);
+/** End a redrawn line, if any. */
+void cli_progress_end(cli_progress *p);
+/** Steps between progress calls that suits the output. */
+int cli_progress_every(const cli_progress *p);
+
+/** Catch SIGINT: the first Ctrl-C sets a flag; a second one kills. */
+void cli_sigint_install(void);
+void cli_sigint_restore(void);
+int cli_interrupted(void);
+
+/* ---------------------------------------------------------------- JSON */
+
+typedef struct cli_json {
+    FILE *f;
+    int depth;
+    int first[8];
+} cli_json;
+
+void cli_json_open(cli_json *j, FILE *f);
+void cli_json_close(cli_json *j);
+void cli_json_str(cli_json *j, const char *key, const char *value);
+void cli_json_num(cli_json *j, const char *key, double value);
+void cli_json_int(cli_json *j, const char *key, int64_t value);
+void cli_json_bool(cli_json *j, const char *key, int value);
+void cli_json_begin_obj(cli_json *j, const char *key);
+void cli_json_end_obj(cli_json *j);
+void cli_json_begin_arr(cli_json *j, const char *key);
+void cli_json_end_arr(cli_json *j);
+/** An element of the innermost array: an integer. */
+void cli_json_elem_int(cli_json *j, int64_t value);
+
+/* ---------------------------------------------------------------- commands */
+
+int cli_cmd_train(const cli_command *cmd, const cli_options *o);
+int cli_cmd_distill(const cli_command *cmd, const cli_options *o);
+int cli_cmd_eval(const cli_command *cmd, const cli_options *o);
+int cli_cmd_report(const cli_command *cmd, const cli_options *o);
+int cli_cmd_predict(const cli_command *cmd, const cli_options *o);
+int cli_cmd_summary(const cli_command *cmd, const cli_options *o);
+
+/** The "k = v" time format used in progress lines: "12s", "3m05s", "1h02m". */
+void cli_format_duration(double seconds, char *buf, size_t size);
+
+#endif /* DISTILL_CLI_H */

@@ -1,0 +1,261 @@
+/*
+ * data.c - --data specs, datasets, normalization, and opening models.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+#define FMNIST_MEAN 0.2860f
+#define FMNIST_STD 0.3530f
+
+/* ------------------------------------------------------------- specs */
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int parse_idx(const char *opt, const char *text, cli_data_spec *spec)
+{
+    spec->kind = CLI_DATA_IDX;
+    spec->buf = malloc(strlen(text + 4) + 1);
+    if (!spec->buf)
+        return cli_fail(CLI_ERUNTIME, "out of memory");
+    strcpy(spec->buf, text + 4);
+    char *images = spec->buf, *labels = strchr(images, ','), *classes = NULL;
+    if (labels) {
+        *labels++ = '\0';
+        classes = strchr(labels, ',');
+        if (classes)
+            *classes++ = '\0';
+    }
+    if (!*images || (labels && !*labels))
+        return cli_fail(CLI_EUSAGE, "%s %s: expected idx:IMAGES[,LABELS[,CLASSES]]", opt, text);
+    spec->images = images;
+    spec->labels = labels;
+    if (classes) {
+        char *end;
+        errno = 0;
+        long c = strtol(classes, &end, 10);
+        if (errno || end == classes || *end || c < 1 || c > 1000000)
+            return cli_fail(CLI_EUSAGE, "%s %s: CLASSES must be a positive integer", opt, text);
+        spec->classes = (int)c;
+    }
+    return CLI_OK;
+}
+
+int cli_data_parse(const char *opt, const char *text, cli_data_spec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->text = text;
+    if (strcmp(text, "fashion-mnist") == 0) {
+        spec->kind = CLI_DATA_FASHION_MNIST;
+        return CLI_OK;
+    }
+    if (strcmp(opt, "--val") == 0 && strcmp(text, "none") == 0) {
+        spec->kind = CLI_DATA_NONE;
+        return CLI_OK;
+    }
+    if (strncmp(text, "idx:", 4) == 0)
+        return parse_idx(opt, text, spec);
+    if (!is_dir(text))
+        return cli_fail(CLI_EUSAGE,
+                        "%s %s: not fashion-mnist, idx:IMAGES,LABELS or an existing folder of "
+                        "PNG images",
+                        opt, text);
+    spec->kind = CLI_DATA_FOLDER;
+    spec->folder = text;
+    return CLI_OK;
+}
+
+void cli_data_spec_free(cli_data_spec *spec)
+{
+    free(spec->buf);
+    spec->buf = NULL;
+}
+
+/* ------------------------------------------------------------- loading */
+
+static int load_folder(const cli_data_spec *spec, const int64_t *shape, const cli_options *o,
+                       distill_dataset **out)
+{
+    distill_folder_options fo;
+    distill_folder_options_init(&fo, DISTILL_FOLDER_OPTIONS_VERSION);
+    fo.resize = DISTILL_RESIZE_BILINEAR;
+    if (shape) {
+        fo.channels = (int)shape[0];
+        fo.height = (int)shape[1];
+        fo.width = (int)shape[2];
+    } else {
+        fo.channels = cli_given(o, OPT_CHANNELS) ? o->channels : 3;
+        fo.height = o->height;
+        fo.width = o->width;
+    }
+    int rc = distill_dataset_from_folder(out, spec->folder, &fo);
+    if (rc)
+        return cli_fail_lib(rc, "--data %s", spec->folder);
+    return CLI_OK;
+}
+
+static int load_source(const cli_data_spec *spec, cli_split split, const int64_t *shape,
+                       const cli_options *o, distill_dataset **out)
+{
+    int rc;
+    switch (spec->kind) {
+    case CLI_DATA_FASHION_MNIST:
+        rc = distill_dataset_fashion_mnist(out, NULL, (int)split);
+        if (rc == DISTILL_ENOTFOUND)
+            return cli_fail(CLI_ERUNTIME, "--data fashion-mnist: %s (install "
+                                          "dataset-fashion-mnist or set FASHION_MNIST_DIR)",
+                            distill_last_error());
+        return rc ? cli_fail_lib(rc, "--data fashion-mnist") : CLI_OK;
+    case CLI_DATA_IDX:
+        rc = distill_dataset_from_idx(out, spec->images, spec->labels, spec->classes);
+        return rc ? cli_fail_lib(rc, "--data %s", spec->text) : CLI_OK;
+    case CLI_DATA_FOLDER:
+        return load_folder(spec, shape, o, out);
+    default:
+        *out = NULL;
+        return CLI_OK;
+    }
+}
+
+int cli_data_view(const cli_data_spec *spec, const distill_dataset *ds, int64_t limit,
+                  distill_dataset **out)
+{
+    int64_t n = distill_dataset_size(ds);
+    int rc = distill_dataset_subset(out, ds, 0, limit > 0 && limit < n ? limit : n);
+    return rc ? cli_fail_lib(rc, "%s", spec->text) : CLI_OK;
+}
+
+int cli_data_load(const cli_data_spec *spec, cli_split split, const int64_t *shape,
+                  const cli_options *o, int64_t limit, distill_dataset **out)
+{
+    *out = NULL;
+    distill_dataset *ds;
+    int rc = load_source(spec, split, shape, o, &ds);
+    if (rc || !ds)
+        return rc;
+    if (limit <= 0 || limit >= distill_dataset_size(ds)) {
+        *out = ds;
+        return CLI_OK;
+    }
+    rc = cli_data_view(spec, ds, limit, out);
+    distill_dataset_free(ds);
+    return rc;
+}
+
+int cli_norm_get(const cli_data_spec *spec, const cli_options *o, cli_norm *norm)
+{
+    memset(norm, 0, sizeof *norm);
+    int has_mean = cli_given(o, OPT_MEAN), has_std = cli_given(o, OPT_STD);
+    if (has_mean != has_std)
+        return cli_fail(CLI_EUSAGE, "--mean and --std must be given together");
+    if (has_mean) {
+        if (o->n_mean != o->n_std)
+            return cli_fail(CLI_EUSAGE, "--mean and --std must have as many values (%d and %d)",
+                            o->n_mean, o->n_std);
+        for (int c = 0; c < o->n_std; c++)
+            if (!(o->std[c] > 0.0f))
+                return cli_fail(CLI_EUSAGE, "--std values must be positive");
+        norm->count = o->n_mean;
+        memcpy(norm->mean, o->mean, sizeof norm->mean);
+        memcpy(norm->std, o->std, sizeof norm->std);
+    } else if (spec && spec->kind == CLI_DATA_FASHION_MNIST) {
+        norm->count = 1;
+        norm->mean[0] = FMNIST_MEAN;
+        norm->std[0] = FMNIST_STD;
+    }
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------- models */
+
+int cli_model_is_file(const char *spec)
+{
+    struct stat st;
+    return stat(spec, &st) == 0 && !S_ISDIR(st.st_mode);
+}
+
+static int is_zoo_name(const char *spec)
+{
+    for (const char *const *n = distill_zoo_names(); n && *n; n++)
+        if (strcmp(*n, spec) == 0)
+            return 1;
+    return 0;
+}
+
+static int unknown_model(const char *opt, const char *spec)
+{
+    if (strchr(spec, '/') || strchr(spec, '.'))
+        return cli_fail(CLI_ERUNTIME, "%s %s: no such file", opt, spec);
+    char names[512] = "";
+    size_t len = 0;
+    for (const char *const *n = distill_zoo_names(); n && *n && len < sizeof names - 64; n++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", *n);
+    return cli_fail(CLI_ERUNTIME, "%s %s: no such file or zoo model (zoo models: %s)", opt, spec,
+                    names);
+}
+
+int cli_model_open(const char *opt, const char *spec, const distill_zoo_options *zoo,
+                   distill_model **out)
+{
+    *out = NULL;
+    int rc;
+    if (cli_model_is_file(spec)) {
+        if ((rc = distill_model_load(out, spec)))
+            return cli_fail_lib(rc, "%s %s", opt, spec);
+        return CLI_OK;
+    }
+    if (!is_zoo_name(spec))
+        return unknown_model(opt, spec);
+    if ((rc = distill_zoo_create(out, spec, zoo)))
+        return cli_fail_lib(rc, "%s %s", opt, spec);
+    return CLI_OK;
+}
+
+int cli_model_classes(const distill_model *m)
+{
+    distill_node_info info;
+    if (distill_model_find_node(m, distill_model_output_name(m), &info) || info.rank != 1)
+        return 0;
+    return (int)info.dims[0];
+}
+
+int cli_model_input_shape(const char *what, const distill_model *m, int64_t shape[3])
+{
+    distill_node_info info;
+    int rc = distill_model_node(m, 0, &info);
+    if (rc)
+        return cli_fail_lib(rc, "%s", what);
+    if (info.rank != 3)
+        return cli_fail(CLI_ERUNTIME, "%s takes vectors, not images (input '%s')", what,
+                        info.name);
+    memcpy(shape, info.dims, 3 * sizeof *shape);
+    return CLI_OK;
+}
+
+int cli_check_fit(const char *what, const distill_model *m, const char *data_what,
+                  const distill_dataset *ds, int check_classes)
+{
+    int64_t in[3] = {0, 0, 0}, dd[3] = {0, 0, 0};
+    int rc = cli_model_input_shape(what, m, in);
+    if (rc)
+        return rc;
+    distill_dataset_sample_dims(ds, dd);
+    if (in[0] != dd[0] || in[1] != dd[1] || in[2] != dd[2])
+        return cli_fail(CLI_ERUNTIME, "%s takes %lldx%lldx%lld images, %s has %lldx%lldx%lld",
+                        what, (long long)in[0], (long long)in[1], (long long)in[2], data_what,
+                        (long long)dd[0], (long long)dd[1], (long long)dd[2]);
+    int mc = cli_model_classes(m), dc = distill_dataset_num_classes(ds);
+    if (mc < 2)
+        return cli_fail(CLI_ERUNTIME, "%s: the output '%s' is not a vector of class logits", what,
+                        distill_model_output_name(m));
+    if (check_classes && dc > 0 && mc != dc)
+        return cli_fail(CLI_ERUNTIME, "%s has %d classes, %s has %d", what, mc, data_what, dc);
+    return CLI_OK;
+}

@@ -1,0 +1,155 @@
+/*
+ * progress.c - training progress on stderr, and Ctrl-C.
+ *
+ * On a terminal, one line is redrawn in place (\r) with a bar; otherwise
+ * (a log file, a pipe, CI) every progress call prints one plain line.  End
+ * of epoch lines (with the validation accuracy) are printed in both modes.
+ *
+ * The first SIGINT only sets a flag, which the progress callback turns into
+ * a request to stop; the library then returns DISTILL_ECANCELLED and the
+ * command exits without writing its output.  The handler is installed with
+ * SA_RESETHAND, so a second Ctrl-C kills the program at once.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define BAR_WIDTH 24
+
+/* The only mutable global of the program. */
+static volatile sig_atomic_t g_interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
+void cli_sigint_install(void)
+{
+    struct sigaction sa, old;
+    /* a program started with SIGINT ignored (nohup, a background job) keeps it so */
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void cli_sigint_restore(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == on_sigint)
+        signal(SIGINT, SIG_DFL);
+}
+
+int cli_interrupted(void)
+{
+    return g_interrupted != 0;
+}
+
+/* ------------------------------------------------------------- format */
+
+void cli_format_duration(double s, char *buf, size_t size)
+{
+    if (!isfinite(s) || s < 0)
+        s = 0;
+    long t = (long)(s + 0.5);
+    if (t < 60)
+        snprintf(buf, size, "%lds", t);
+    else if (t < 3600)
+        snprintf(buf, size, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, size, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+}
+
+static void format_bar(char *buf, int64_t step, int64_t total)
+{
+    int fill = total > 0 ? (int)((double)step / (double)total * BAR_WIDTH) : 0;
+    if (fill > BAR_WIDTH)
+        fill = BAR_WIDTH;
+    for (int i = 0; i < BAR_WIDTH; i++)
+        buf[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    buf[BAR_WIDTH] = '\0';
+}
+
+/* ------------------------------------------------------------- printing */
+
+void cli_progress_init(cli_progress *p, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->tty = isatty(STDERR_FILENO);
+    p->quiet = quiet;
+    p->last_val = -1;
+}
+
+int cli_progress_every(const cli_progress *p)
+{
+    return p->tty ? 5 : 50;
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->line_open) {
+        fputc('\n', stderr);
+        p->line_open = 0;
+    }
+}
+
+static void print_step(cli_progress *pr, const distill_progress *p)
+{
+    char eta[32];
+    cli_format_duration(p->eta_seconds, eta, sizeof eta);
+    if (pr->tty) {
+        char bar[BAR_WIDTH + 1];
+        format_bar(bar, p->step, p->total_steps);
+        fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld loss %.4f %.0f img/s ETA %s",
+                p->epoch, p->epochs, bar, (long long)p->step, (long long)p->total_steps, p->loss,
+                p->images_per_sec, eta);
+        pr->line_open = 1;
+    } else {
+        fprintf(stderr, "epoch %d/%d step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s\n",
+                p->epoch, p->epochs, (long long)p->step, (long long)p->total_steps, p->loss,
+                p->lr, p->images_per_sec, eta);
+    }
+    fflush(stderr);
+}
+
+static void print_epoch(cli_progress *pr, const distill_progress *p)
+{
+    if (pr->tty)
+        fputs("\r\033[K", stderr);
+    pr->line_open = 0;
+    fprintf(stderr, "epoch %d/%d done: step %lld/%lld loss %.4f", p->epoch, p->epochs,
+            (long long)p->step, (long long)p->total_steps, p->loss);
+    if (p->val_accuracy >= 0)
+        fprintf(stderr, " val accuracy %.4f", p->val_accuracy);
+    if (p->skipped_steps > 0)
+        fprintf(stderr, " (%lld non-finite steps skipped)", (long long)p->skipped_steps);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int cli_progress_cb(const distill_progress *p, void *payload)
+{
+    cli_progress *pr = payload;
+    pr->last_loss = p->loss;
+    if (p->end_of_epoch) {
+        pr->last_val = p->val_accuracy;
+        pr->epochs_done = p->epoch;
+    }
+    if (!pr->quiet) {
+        if (p->end_of_epoch)
+            print_epoch(pr, p);
+        else
+            print_step(pr, p);
+    }
+    return cli_interrupted();
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# run_cli_tests.sh - end-to-end tests of the `distill` command-line program.
+#
+#   tests/cli/run_cli_tests.sh DISTILL_BINARY SCRATCH_DIR
+#
+# Every subcommand's --help, `summary`, the error paths (each must exit
+# with the documented status and print exactly one line on stderr, starting
+# with "distill: "), `predict` on a PNG written here, and, when Debian's
+# Fashion-MNIST is installed ($FASHION_MNIST_DIR, else
+# /usr/share/datasets/fashion-mnist), a tiny train -> eval -> distill ->
+# report run and a Ctrl-C during training.  Runs at 2 threads.
+# Prints "N passed, M failed"; exits nonzero if anything failed.
+set -u
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 DISTILL_BINARY SCRATCH_DIR" >&2
+    exit 2
+fi
+bin=$1
+scratch=$2
+mkdir -p "$scratch" || exit 2
+scratch=$(cd "$scratch" && pwd)
+export OMP_NUM_THREADS=2
+fmnist=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+
+pass=0
+fail=0
+out=$scratch/stdout
+err=$scratch/stderr
+
+ok() {
+    pass=$((pass + 1))
+    echo "ok   $1"
+}
+
+not_ok() {
+    fail=$((fail + 1))
+    echo "FAIL $1: $2"
+    sed 's/^/     stderr: /' "$err" | head -5
+}
+
+skip() {
+    echo "skip $1: $2"
+}
+
+# run ARGS... : the program's status in $status, its output in $out and $err
+run() {
+    "$bin" "$@" >"$out" 2>"$err"
+    status=$?
+}
+
+# expect_ok NAME STDOUT_PATTERN ARGS...
+expect_ok() {
+    local name=$1 pattern=$2
+    shift 2
+    run "$@"
+    if [ "$status" -ne 0 ]; then
+        not_ok "$name" "exit status $status, expected 0"
+    elif ! grep -Eq -- "$pattern" "$out"; then
+        not_ok "$name" "stdout does not match /$pattern/"
+    else
+        ok "$name"
+    fi
+}
+
+# expect_error NAME STATUS STDERR_PATTERN ARGS...
+expect_error() {
+    local name=$1 want=$2 pattern=$3
+    shift 3
+    run "$@"
+    local lines
+    lines=$(wc -l <"$err")
+    if [ "$status" -ne "$want" ]; then
+        not_ok "$name" "exit status $status, expected $want"
+    elif [ "$lines" -ne 1 ]; then
+        not_ok "$name" "$lines lines on stderr, expected 1"
+    elif ! grep -q '^distill: ' "$err"; then
+        not_ok "$name" "stderr does not start with 'distill: '"
+    elif ! grep -Eq -- "$pattern" "$err"; then
+        not_ok "$name" "stderr does not match /$pattern/"
+    else
+        ok "$name"
+    fi
+}
+
+# ------------------------------------------------------------ test files
+
+# IDX files: N 28x28 images (all zero), labels i % CLASSES.
+write_idx() {
+    local images=$1 labels=$2 n=$3 classes=$4
+    {
+        printf '\x00\x00\x08\x03'
+        printf "\\x$(printf %02x $((n >> 24 & 255)))\\x$(printf %02x $((n >> 16 & 255)))"
+        printf "\\x$(printf %02x $((n >> 8 & 255)))\\x$(printf %02x $((n & 255)))"
+        printf '\x00\x00\x00\x1c\x00\x00\x00\x1c'
+        head -c $((n * 784)) /dev/zero
+    } >"$images"
+    {
+        printf '\x00\x00\x08\x01'
+        printf "\\x$(printf %02x $((n >> 24 & 255)))\\x$(printf %02x $((n >> 16 & 255)))"
+        printf "\\x$(printf %02x $((n >> 8 & 255)))\\x$(printf %02x $((n & 255)))"
+        local i
+        for ((i = 0; i < n; i++)); do
+            printf "\\x$(printf %02x $((i % classes)))"
+        done
+    } >"$labels"
+}
+
+# An 80-byte 28x28 8-bit gray PNG: a white rectangle on black.
+write_png() {
+    printf '\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52'
+    printf '\x00\x00\x00\x1c\x00\x00\x00\x1c\x08\x00\x00\x00\x00\x57\x66\x80'
+    printf '\x48\x00\x00\x00\x17\x49\x44\x41\x54\x78\xda\x63\x60\x18\x40\xf0'
+    printf '\x1f\x09\x8c\x4a\x8e\x4a\x92\x23\x49\x47\x00\x00\x3c\xc1\xef\x11'
+    printf '\xfd\x28\xb1\x38\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82'
+}
+
+idx2_img=$scratch/two-images.idx
+idx2_lab=$scratch/two-labels.idx
+idx10_img=$scratch/ten-images.idx
+idx10_lab=$scratch/ten-labels.idx
+write_idx "$idx2_img" "$idx2_lab" 8 2
+write_idx "$idx10_img" "$idx10_lab" 64 10
+png=$scratch/rect.png
+write_png >"$png"
+folder=$scratch/two-classes
+mkdir -p "$folder/a" "$folder/b"
+cp "$png" "$folder/a/1.png"
+cp "$png" "$folder/b/1.png"
+echo "not a png" >"$scratch/fake.png"
+echo "not a model" >"$scratch/corrupt.dstl"
+idx2="idx:$idx2_img,$idx2_lab"
+idx10="idx:$idx10_img,$idx10_lab"
+
+# ------------------------------------------------------------ help
+
+expect_ok "--help lists the subcommands" 'train.*' --help
+for c in train distill eval report predict summary; do
+    if ! grep -q "^  $c " "$out"; then
+        not_ok "--help lists $c" "missing"
+    fi
+done
+expect_ok "--version" '^distill [0-9]+\.[0-9]+\.[0-9]+' --version
+for c in train distill eval report predict summary; do
+    expect_ok "$c --help" "^Usage: distill $c " "$c" --help
+    if ! grep -q '^Example:' "$out" || ! grep -q -- '--help' "$out"; then
+        not_ok "$c --help has options and an example" "missing"
+    fi
+done
+
+# ------------------------------------------------------------ no data needed
+
+expect_ok "summary --model resnet8" 'fc' summary --model resnet8
+expect_ok "predict a PNG" "rect\\.png: [0-9]+ \\(0\\.[0-9]{4}\\)" \
+    predict --model resnet8 --threads 2 "$png"
+expect_ok "predict --top 3" "rect\\.png: [0-9]+ \\([0-9.]+\\), [0-9]+ \\([0-9.]+\\), [0-9]+ " \
+    predict --model resnet8 --top 3 "$png"
+
+expect_error "no command" 2 'no command' 
+expect_error "unknown command" 2 "unknown command 'frobnicate'" frobnicate
+expect_error "unknown option" 2 "unknown option '--bogus'" \
+    eval --model resnet8 --data "$idx10" --bogus
+expect_error "option of another subcommand" 2 "unknown option '--epochs'" \
+    eval --model resnet8 --data "$idx10" --epochs 3
+expect_error "unknown main option" 2 "unknown option '--frob'" --frob
+expect_error "missing --model" 2 'model is required' train --data "$idx10" --out "$scratch/x.dstl"
+expect_error "bad integer" 2 "'zero'" \
+    train --model resnet8 --data "$idx10" --epochs zero --out "$scratch/x.dstl"
+expect_error "option without value" 2 'needs a value' eval --model resnet8 --data
+expect_error "missing model file" 1 'nosuch\.dstl: no such file' \
+    eval --model "$scratch/nosuch.dstl" --data "$idx10"
+expect_error "corrupt model file" 1 'corrupt\.dstl' \
+    eval --model "$scratch/corrupt.dstl" --data "$idx10"
+expect_error "unknown zoo model" 1 'no such file or zoo model' summary --model resnet9000
+expect_error "bad data spec (folder)" 2 'no-such-folder' \
+    eval --model resnet8 --data "$scratch/no-such-folder"
+expect_error "bad data spec (idx)" 2 'idx:' eval --model resnet8 --data idx:
+expect_error "missing IDX file" 1 'no such file' \
+    eval --model resnet8 --data "idx:$scratch/none-images,$scratch/none-labels"
+expect_error "mismatched classes (IDX, eval)" 1 'model has 10 classes, data has 2' \
+    eval --model resnet8 --data "$idx2"
+expect_error "mismatched classes (PNG folder, eval)" 1 'model has 10 classes, data has 2' \
+    eval --model resnet8 --data "$folder"
+expect_error "mismatched classes (teacher, distill)" 1 'teacher has 10 classes, data has 2' \
+    distill --teacher resnet8 --student resnet8 --data "$idx2" --out "$scratch/x.dstl"
+expect_error "unknown tap" 1 "nope" \
+    distill --teacher resnet20 --student resnet8 --data "$idx10" --batch 16 --threads 2 \
+    --loss fitnets:student=nope,teacher=layer3 --out "$scratch/x.dstl" --quiet
+expect_error "unknown loss" 2 'bogus' \
+    distill --teacher resnet20 --student resnet8 --data "$idx10" --loss bogus:T=1 \
+    --out "$scratch/x.dstl"
+expect_error "labelled loss with --unlabelled" 2 'needs labels' \
+    distill --teacher resnet20 --student resnet8 --data "$idx10" --unlabelled \
+    --loss kd:T=4,alpha=0.5 --out "$scratch/x.dstl"
+expect_error "--out in a missing folder" 1 'not writable' \
+    train --model resnet8 --data "$idx10" --out "$scratch/no/such/dir/x.dstl"
+expect_error "predict a missing image" 1 'missing\.png' \
+    predict --model resnet8 "$scratch/missing.png"
+expect_error "predict a non-PNG" 1 'fake\.png' predict --model resnet8 "$scratch/fake.png"
+if [ -e "$scratch/x.dstl" ]; then
+    not_ok "failed runs write nothing" "x.dstl exists"
+else
+    ok "failed runs write nothing"
+fi
+
+# ------------------------------------------------------------ Fashion-MNIST
+
+if [ ! -e "$fmnist/train-images-idx3-ubyte.gz" ] && [ ! -e "$fmnist/train-images-idx3-ubyte" ]; then
+    skip "train, eval, distill, report, Ctrl-C" "no Fashion-MNIST in $fmnist"
+else
+    teacher=$scratch/teacher.dstl
+    student=$scratch/student.dstl
+    rm -f "$teacher" "$student" "$scratch/int.dstl"
+    expect_ok "train (tiny)" '"accuracy": [0-9.]+' \
+        train --model resnet20 --data fashion-mnist --limit 512 --val-limit 256 --epochs 1 \
+        --batch 64 --threads 2 --json --out "$teacher"
+    [ -s "$teacher" ] && ok "train wrote the model" || not_ok "train wrote the model" "missing"
+    expect_ok "eval --json" '^\{.*"accuracy": [0-9.]+.*"count": 500\}$' \
+        eval --model "$teacher" --data fashion-mnist --limit 500 --threads 2 --json
+    expect_ok "eval --confusion" 'confusion matrix' \
+        eval --model "$teacher" --data fashion-mnist --limit 200 --threads 2 --confusion
+    expect_ok "distill (tiny)" '"output": ' \
+        distill --teacher "$teacher" --student resnet8 --loss kd:T=4,alpha=0.9 \
+        --loss fitnets:student=layer3,teacher=layer3,weight=0.1 --data fashion-mnist \
+        --limit 512 --val-limit 256 --epochs 1 --batch 64 --threads 2 --json --out "$student"
+    [ -s "$student" ] && ok "distill wrote the model" || not_ok "distill wrote the model" "missing"
+    expect_ok "distill --unlabelled, ensemble" '"accuracy"' \
+        distill --teacher "$teacher" --teacher "$teacher" --student resnet8 --unlabelled \
+        --data fashion-mnist --limit 256 --val-limit 128 --epochs 1 --batch 64 --threads 2 \
+        --json --quiet --out "$scratch/student2.dstl"
+    expect_ok "report --json" '"agreement": [0-9.]+' \
+        report --teacher "$teacher" --student "$student" --data fashion-mnist --limit 256 \
+        --batch 32 --threads 2 --json
+    expect_ok "report table" '^parameters ' \
+        report --teacher "$teacher" --student "$student" --data fashion-mnist --limit 256 \
+        --batch 32 --threads 2
+    expect_ok "predict with class names" 'rect\.png: [A-Za-z]' \
+        predict --model "$student" --data fashion-mnist "$png"
+
+    # Ctrl-C: exit 130, one message, no output file.  Job control makes
+    # the background job receive SIGINT rather than ignore it; the signal is
+    # sent once training has reported progress (its handler is in place).
+    set -m
+    "$bin" train --model resnet8 --data fashion-mnist --limit 30000 --batch 8 --epochs 1 \
+        --val none --threads 2 --out "$scratch/int.dstl" >"$out" 2>"$err" &
+    pid=$!
+    set +m
+    for ((i = 0; i < 300; i++)); do
+        grep -q '^epoch' "$err" && break
+        sleep 0.1
+    done
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid"
+    status=$?
+    if [ "$status" -ne 130 ]; then
+        not_ok "Ctrl-C stops training" "exit status $status, expected 130"
+    elif ! tail -n 1 "$err" | grep -q '^distill: interrupted'; then
+        not_ok "Ctrl-C stops training" "last stderr line is not 'distill: interrupted...'"
+    elif [ -e "$scratch/int.dstl" ]; then
+        not_ok "Ctrl-C stops training" "the output file was written"
+    else
+        ok "Ctrl-C stops training"
+    fi
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
