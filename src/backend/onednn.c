@@ -1909,10 +1909,18 @@ fail:
     return rc;
 }
 
+/* Plans kept per model: the most recently used ones (training at one
+ * batch size, inference at one or two, a last partial batch...). */
+#define MAX_PLANS 4
+
 static int get_plan(distill_model *m, int64_t N, int training, plan **out)
 {
-    for (plan *p = m->plans; p; p = p->next)
+    plan **link = &m->plans;
+    for (plan *p = m->plans; p; link = &p->next, p = p->next)
         if (p->N == N && p->training == training && p->version == m->version) {
+            *link = p->next; /* move to the front */
+            p->next = m->plans;
+            m->plans = p;
             *out = p;
             return DISTILL_OK;
         }
@@ -1922,6 +1930,20 @@ static int get_plan(distill_model *m, int64_t N, int training, plan **out)
         return rc;
     p->next = m->plans;
     m->plans = p;
+    /* drop the least recently used beyond MAX_PLANS */
+    int k = 0;
+    for (plan **q = &m->plans; *q; k++) {
+        if (k >= MAX_PLANS) {
+            plan *old = *q;
+            *q = old->next;
+            if (m->last_plan == old)
+                m->last_plan = NULL;
+            plan_free_reads(old);
+            plan_free(old);
+        } else {
+            q = &(*q)->next;
+        }
+    }
     *out = p;
     return DISTILL_OK;
 }
