@@ -9,7 +9,8 @@
  *     conv2d 'layer2.0.conv1': input has 16 channels, weight expects 32
  *
  * The library never prints, never calls exit() or abort() on bad input, and
- * keeps no global mutable state other than the thread-local error message.
+ * keeps no global mutable state other than the thread-local error message
+ * and the allocator installed with distill_set_allocator().
  *
  * Thread rules: a handle (model, dataset, trainer, ...) is used by one thread
  * at a time; distinct handles may be used from distinct threads at once.
@@ -88,6 +89,60 @@ DISTILL_API int distill_set_num_threads(int n);
 
 /** The number of threads compute calls from this thread will use. */
 DISTILL_API int distill_get_num_threads(void);
+
+/* ------------------------------------------------------------ allocator */
+
+#define DISTILL_ALLOCATOR_VERSION 1
+
+/**
+ * A host allocator: where the library takes its memory from.
+ *
+ * alloc(size, alignment, payload) returns a block of at least `size` bytes
+ * aligned to `alignment` (a power of two, 16 or 64), or NULL when it has no
+ * memory; the library then fails the call it is in with DISTILL_ENOMEM and
+ * releases what that call had taken.  free(ptr, payload) releases a block
+ * that alloc returned; ptr is never NULL.  Both may be called from any
+ * thread (a loader's prefetch thread, the library's parallel loops), so
+ * they must be thread-safe.  The sizes asked for include a small header
+ * the library keeps in front of each block (see distill_set_allocator).
+ */
+typedef struct distill_allocator {
+    unsigned int version; /**< DISTILL_ALLOCATOR_VERSION */
+    void *(*alloc)(size_t size, size_t alignment, void *payload);
+    void (*free)(void *ptr, void *payload);
+    void *payload;        /**< passed back to both; borrowed */
+} distill_allocator;
+
+/**
+ * Install `a` (copied) as the allocator of every block the library
+ * allocates from now on, process-wide; NULL restores the C library's
+ * malloc and free.
+ *
+ * Call it before any other libdistill call, or later only when no handle
+ * of the library (model, tensor, dataset, loader, teacher, loss, optimizer,
+ * trainer, ...) is alive and no other thread is inside the library.  The
+ * library checks what it can: while any block it allocated is still alive
+ * the call fails with DISTILL_ESTATE and changes nothing, so a block is
+ * always returned to the allocator it came from.
+ *
+ * Every allocation of the library goes through it, including those that
+ * libpng (PNG folders) and zlib (gzip IDX files) make on the library's
+ * behalf.  oneDNN's own allocations cannot be hooked: its engine, primitive
+ * descriptors, primitives, JIT-generated code and internal buffers come
+ * from the C library's malloc whatever is installed.  The activation
+ * arenas and scratchpads the library hands to oneDNN, which hold most of
+ * the memory of a forward or backward pass, do come from the hook.
+ *
+ * With a host allocator each block carries a 16-byte header (64 bytes for
+ * 64-byte aligned compute buffers) that records its size, so that growing
+ * a block is alloc + copy + free; without one the library calls malloc,
+ * calloc, realloc, posix_memalign and free directly.
+ *
+ * Returns DISTILL_OK; DISTILL_EVERSION for an unknown version;
+ * DISTILL_EINVAL when alloc or free is NULL; DISTILL_ESTATE when blocks of
+ * the library are still alive.
+ */
+DISTILL_API int distill_set_allocator(const distill_allocator *a);
 
 #ifdef __cplusplus
 }

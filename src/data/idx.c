@@ -29,41 +29,184 @@
 #define IDX_TYPE_UBYTE 0x08
 #define IDX_MAX_BYTES ((uint64_t)1 << 33)    /* 8 GiB of elements */
 #define IDX_FIRST_CHUNK ((size_t)1 << 20)    /* first piece of a gzip read */
-#define IDX_MAX_READ ((unsigned)1 << 30)     /* one gzread() at most */
+#define IDX_MAX_READ ((unsigned)1 << 30)     /* one read or inflate call at most */
 /* deflate never expands data more than 1032:1; the slack covers the gzip
  * header and trailer of a tiny file. */
 #define DEFLATE_MAX_RATIO 1032u
 #define GZIP_SLACK 1024u
 
+/*
+ * The file's bytes, raw or gunzipped.  zlib's gz* functions take their
+ * memory from malloc, out of reach of distill_set_allocator(), so the
+ * stream is read here with inflate(), whose allocations go through xmalloc.
+ * It reads what gzread() would: a file that does not start with the gzip
+ * magic is passed through as it is; gzip members follow each other, and
+ * bytes after the last member that do not start another are ignored.
+ */
+#define ZSRC_IN ((size_t)1 << 17)
+
+typedef struct zsrc {
+    int fd;
+    int raw;            /* not gzip: bytes pass through */
+    int zinit;          /* strm is initialized */
+    int eof;            /* the file has no more bytes */
+    int done;           /* the last gzip member has ended */
+    z_stream strm;      /* next_in/avail_in: unread bytes of `in`, also when raw */
+    unsigned char *in;  /* ZSRC_IN bytes */
+} zsrc;
+
+static voidpf zsrc_alloc(voidpf opaque, uInt items, uInt size)
+{
+    (void)opaque;
+    return xcalloc(items, size);
+}
+
+static void zsrc_free(voidpf opaque, voidpf p)
+{
+    (void)opaque;
+    xfree(p);
+}
+
+/* Read more of the file after the `keep` unread bytes, moved to the front
+ * of the buffer. */
+static int zsrc_fill(zsrc *z, const char *path)
+{
+    size_t keep = z->strm.avail_in;
+    if (keep && z->strm.next_in != z->in)
+        memmove(z->in, z->strm.next_in, keep);
+    z->strm.next_in = z->in;
+    while (!z->eof && keep < ZSRC_IN) {
+        ssize_t n = read(z->fd, z->in + keep, ZSRC_IN - keep);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return seterr(DISTILL_EIO, "'%s': %s", path, strerror(errno));
+        if (n == 0)
+            z->eof = 1;
+        keep += (size_t)n;
+        break;
+    }
+    z->strm.avail_in = (uInt)keep;
+    return DISTILL_OK;
+}
+
+/* At least `want` unread bytes, unless the file ends first. */
+static int zsrc_need(zsrc *z, size_t want, const char *path)
+{
+    while (z->strm.avail_in < want && !z->eof) {
+        int rc = zsrc_fill(z, path);
+        if (rc)
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+static int zsrc_open(zsrc *z, int fd, const char *path)
+{
+    memset(z, 0, sizeof *z);
+    z->fd = fd;
+    z->in = xmalloc(ZSRC_IN);
+    if (!z->in)
+        return DISTILL_ENOMEM;
+    int rc = zsrc_need(z, 2, path);
+    if (rc)
+        return rc;
+    z->raw = !(z->strm.avail_in >= 2 && z->strm.next_in[0] == 0x1f && z->strm.next_in[1] == 0x8b);
+    if (z->raw)
+        return DISTILL_OK;
+    z->strm.zalloc = zsrc_alloc;
+    z->strm.zfree = zsrc_free;
+    z->strm.opaque = Z_NULL;
+    int zr = inflateInit2(&z->strm, 15 + 16); /* gzip only, with its CRC and size check */
+    if (zr == Z_MEM_ERROR)
+        return seterr(DISTILL_ENOMEM, "'%s': out of memory decompressing", path);
+    if (zr != Z_OK)
+        return seterr(DISTILL_EFORMAT, "'%s': cannot start decompressing (zlib error %d)", path,
+                      zr);
+    z->zinit = 1;
+    return DISTILL_OK;
+}
+
+/* Close the file and free the stream. */
+static void zsrc_close(zsrc *z)
+{
+    if (z->zinit)
+        inflateEnd(&z->strm);
+    xfree(z->in);
+    if (z->fd >= 0)
+        close(z->fd);
+    z->fd = -1;
+    z->in = NULL;
+    z->zinit = 0;
+}
+
+/* Up to len (< 2^30) bytes of a raw file. */
+static int64_t zsrc_read_raw(zsrc *z, unsigned char *buf, size_t len, const char *path)
+{
+    size_t done = z->strm.avail_in < len ? z->strm.avail_in : len;
+    memcpy(buf, z->strm.next_in, done);
+    z->strm.next_in += done;
+    z->strm.avail_in -= (uInt)done;
+    while (done < len && !z->eof) {
+        ssize_t n = read(z->fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return seterr(DISTILL_EIO, "'%s': %s", path, strerror(errno));
+        if (n == 0)
+            z->eof = 1;
+        done += (size_t)n;
+    }
+    return (int64_t)done;
+}
+
+/* Up to len (< 2^30) bytes of gzip data. */
+static int64_t zsrc_inflate(zsrc *z, unsigned char *buf, size_t len, const char *path)
+{
+    z->strm.next_out = buf;
+    z->strm.avail_out = (uInt)len;
+    while (z->strm.avail_out > 0 && !z->done) {
+        int rc;
+        if (z->strm.avail_in == 0 && (rc = zsrc_fill(z, path)) != DISTILL_OK)
+            return rc;
+        if (z->strm.avail_in == 0) /* the file ended inside a member */
+            return seterr(DISTILL_EFORMAT, "'%s': truncated gzip data (unexpected end of file)",
+                          path);
+        int zr = inflate(&z->strm, Z_NO_FLUSH);
+        if (zr == Z_STREAM_END) {
+            /* Another member, or the end of the data. */
+            if ((rc = zsrc_need(z, 2, path)) != DISTILL_OK)
+                return rc;
+            if (z->strm.avail_in >= 2 && z->strm.next_in[0] == 0x1f && z->strm.next_in[1] == 0x8b)
+                zr = inflateReset(&z->strm);
+            else
+                z->done = 1;
+        }
+        if (zr == Z_MEM_ERROR)
+            return seterr(DISTILL_ENOMEM, "'%s': out of memory decompressing", path);
+        if (zr != Z_OK && zr != Z_STREAM_END)
+            return seterr(DISTILL_EFORMAT, "'%s': corrupt gzip data (%s)", path,
+                          z->strm.msg ? z->strm.msg : "zlib error");
+    }
+    return (int64_t)(len - z->strm.avail_out);
+}
+
 /* Read up to len bytes; returns the count read (short only at end of data)
- * or -1 with the error set. */
-static int64_t gz_read_full(gzFile gz, void *buf, size_t len, const char *path)
+ * or a negative status with the error set. */
+static int64_t zsrc_read_full(zsrc *z, void *buf, size_t len, const char *path)
 {
     size_t done = 0;
     while (done < len) {
         size_t want = len - done;
         if (want > IDX_MAX_READ)
             want = IDX_MAX_READ;
-        int got = gzread(gz, (unsigned char *)buf + done, (unsigned)want);
-        if (got < 0) {
-            int zerr;
-            const char *msg = gzerror(gz, &zerr);
-            if (zerr == Z_ERRNO)
-                return seterr(DISTILL_EIO, "'%s': %s", path, strerror(errno));
-            if (zerr == Z_MEM_ERROR)
-                return seterr(DISTILL_ENOMEM, "'%s': out of memory decompressing", path);
-            return seterr(DISTILL_EFORMAT, "'%s': corrupt gzip data (%s)", path, msg);
-        }
-        if (got == 0) {
-            /* The end of the data; zlib flags a stream cut short (no
-             * trailer, or within a block) as Z_BUF_ERROR. */
-            int zerr;
-            const char *msg = gzerror(gz, &zerr);
-            if (zerr != Z_OK)
-                return seterr(DISTILL_EFORMAT, "'%s': truncated gzip data (%s)", path, msg);
-            break;
-        }
+        int64_t got = z->raw ? zsrc_read_raw(z, (unsigned char *)buf + done, want, path)
+                             : zsrc_inflate(z, (unsigned char *)buf + done, want, path);
+        if (got < 0)
+            return got;
         done += (size_t)got;
+        if ((size_t)got < want)
+            break; /* the end of the data */
     }
     return (int64_t)done;
 }
@@ -103,18 +246,15 @@ static int idx_read(const char *path, int ndim, int64_t expect_n, const char *wh
         return seterr(DISTILL_EIO, "IDX %s file '%s': not a regular file", what, path);
     }
     uint64_t file_size = (uint64_t)sb.st_size;
-    gzFile gz = gzdopen(fd, "rb");
-    if (!gz) {
-        close(fd);
-        return seterr(DISTILL_ENOMEM, "IDX %s file '%s': cannot open a zlib stream", what, path);
-    }
-    gzbuffer(gz, 1u << 17);
-
-    int rc = DISTILL_OK;
+    zsrc gz;
     uint8_t *buf = NULL;
+    int64_t got;
+    int rc = zsrc_open(&gz, fd, path);
+    if (rc)
+        goto out;
     unsigned char head[4 + 4 * 3];
     size_t head_len = 4 + 4 * (size_t)ndim;
-    int64_t got = gz_read_full(gz, head, head_len, path);
+    got = zsrc_read_full(&gz, head, head_len, path);
     if (got < 0) {
         rc = (int)got;
         goto out;
@@ -156,7 +296,7 @@ static int idx_read(const char *path, int ndim, int64_t expect_n, const char *wh
                     path, (unsigned)dims[0], what, (long long)expect_n);
         goto out;
     }
-    int raw = gzdirect(gz);
+    int raw = gz.raw;
     if (raw && file_size != head_len + total) {
         rc = seterr(DISTILL_EFORMAT,
                     "IDX %s file '%s': header claims %llu bytes of data, the file holds %llu", what,
@@ -182,7 +322,7 @@ static int idx_read(const char *path, int ndim, int64_t expect_n, const char *wh
         goto out;
     }
     for (;;) {
-        got = gz_read_full(gz, buf + len, cap - len, path);
+        got = zsrc_read_full(&gz, buf + len, cap - len, path);
         if (got < 0) {
             rc = (int)got;
             goto out;
@@ -208,7 +348,7 @@ static int idx_read(const char *path, int ndim, int64_t expect_n, const char *wh
     }
     /* Reading on to the end also makes zlib check the gzip CRC. */
     unsigned char extra;
-    got = gz_read_full(gz, &extra, 1, path);
+    got = zsrc_read_full(&gz, &extra, 1, path);
     if (got < 0) {
         rc = (int)got;
         goto out;
@@ -219,7 +359,7 @@ static int idx_read(const char *path, int ndim, int64_t expect_n, const char *wh
         goto out;
     }
 out:
-    gzclose_r(gz);
+    zsrc_close(&gz);
     if (rc) {
         xfree(buf);
         return rc;

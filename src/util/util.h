@@ -29,17 +29,25 @@ const char *util_last_error(void);  /* this thread's message; never NULL */
 int util_last_status(void);         /* the status recorded with it */
 void util_clear_error(void);
 
-/* Allocation: every allocation of the library goes through these four, so
- * that a host allocator and fault injection can hook in one place.
- * xmalloc/xcalloc/xrealloc set DISTILL_ENOMEM as last error on failure. */
+/* Allocation: every allocation of the library goes through these, so that
+ * the host's allocator (distill_set_allocator) and fault injection hook in
+ * one place; memory from them must be released with xfree (never free()),
+ * and anything allocated for the library by a third-party library (libpng,
+ * zlib) must be routed through them too.  On failure they return NULL and
+ * set DISTILL_ENOMEM as the last error; a failed xrealloc leaves the old
+ * block as it was. */
 void *xmalloc(size_t size);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t size);
 void xfree(void *p);
 char *xstrdup(const char *s);
-/* Aligned (64 bytes) allocation for compute buffers; free with xfree_aligned. */
+/* Aligned (64 bytes) allocation for compute buffers; free with xfree_aligned
+ * (which is the same as xfree). */
 void *xmalloc_aligned(size_t size);
 void xfree_aligned(void *p);
+/* Blocks handed out by the functions above and not yet freed (for tests,
+ * and for distill_set_allocator, which refuses to switch while any is). */
+size_t util_live_blocks(void);
 
 /* Overflow-checked size arithmetic: return 0 and set *out, or -1 on overflow. */
 int size_mul(size_t a, size_t b, size_t *out);
