@@ -15,6 +15,7 @@
  * the "C" locale's format whatever the host's locale is.  Every error is
  * DISTILL_EINVAL with a message that quotes the spec and names the bad part.
  */
+#include <float.h>
 #include <locale.h>
 #include <math.h>
 #include <stdlib.h>
@@ -201,8 +202,9 @@ int distill_loss_parse(distill_loss **out, const char *spec, float *weight)
     }
 
     double w;
-    if (number(kvs, nkv, "weight", 1.0, &w) || w < 0.0) {
-        rc = seterr(DISTILL_EINVAL, "loss spec '%s': weight must be a number >= 0", spec);
+    if (number(kvs, nkv, "weight", 1.0, &w) || w < 0.0 || w > FLT_MAX) {
+        rc = seterr(DISTILL_EINVAL, "loss spec '%s': weight must be a number >= 0 and <= %g", spec,
+                    (double)FLT_MAX);
         goto done;
     }
     if (find(kvs, nkv, "weight") && !weight) {

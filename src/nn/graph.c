@@ -213,7 +213,7 @@ int distill_model_create(distill_model **out, const char *input_name, int rank,
         return DISTILL_ENOMEM;
     int idx, rc = model_add_node(m, input_name, DISTILL_OP_INPUT, 0, NULL, &idx);
     if (rc) {
-        xfree(m);
+        distill_model_free(m); /* model_add_node may have allocated the node table */
         return rc;
     }
     node *n = &m->nodes[idx];
@@ -475,7 +475,7 @@ static int add_pool(distill_model *m, const char *name, const char *input, int o
     int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) || (rc = need_rank3(m, what, name, in)))
         return rc;
-    if (k < 1 || s < 1 || p < 0 || k > 4096 || s > 4096 || 2 * p > k)
+    if (k < 1 || s < 1 || p < 0 || k > 4096 || s > 4096 || p > k / 2)
         return seterr(DISTILL_EINVAL, "%s '%s': kernel %d, stride %d, padding %d: kernel and "
                                       "stride must be positive and padding at most half the "
                                       "kernel",

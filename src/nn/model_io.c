@@ -508,8 +508,9 @@ static int deserialize(distill_model **out, const void *data, size_t size, const
         else
             rc = build_node(m, r, name);
         if (rc != DISTILL_OK) {
-            rc = seterr(DISTILL_EFORMAT, "%s: section GRPH: node %u '%.64s': %s", what,
-                        (unsigned)i, name, util_last_error());
+            if (rc != DISTILL_ENOMEM) /* out of memory is not the file's fault */
+                rc = seterr(DISTILL_EFORMAT, "%s: section GRPH: node %u '%.64s': %s", what,
+                            (unsigned)i, name, util_last_error());
             break;
         }
         const node *n = &m->nodes[m->n_nodes - 1];
@@ -523,7 +524,7 @@ static int deserialize(distill_model **out, const void *data, size_t size, const
     }
     if (rc == DISTILL_OK && (int)output != m->n_nodes - 1) {
         rc = distill_model_set_output(m, m->nodes[output].name);
-        if (rc != DISTILL_OK)
+        if (rc != DISTILL_OK && rc != DISTILL_ENOMEM)
             rc = seterr(DISTILL_EFORMAT, "%s: section GRPH: output node %u: %s", what,
                         (unsigned)output, util_last_error());
     }

@@ -1016,6 +1016,7 @@ static void test_parse_bad(void **state)
         {"rkd:student=a,teacher=b,dist=-1", "dist must be a number >= 0"},
         {"rkd:student=a,teacher=b,angle=x", "angle must be a number >= 0"},
         {"pkt:student=a,teacher=b,weight=-1", "weight must be a number >= 0"},
+        {"kd:T=4,weight=3.5e38", "weight must be a number >= 0"},
         {"pkt:student=,teacher=b", "student has no value"},
         {"kd:weight=inf", "weight must be a number >= 0"},
     };
