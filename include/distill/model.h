@@ -357,7 +357,9 @@ DISTILL_API int distill_model_print_summary(const distill_model *m, FILE *f);
  * Save architecture, parameters and BatchNorm statistics to `path` in the
  * versioned, CRC-checked libdistill format.  The file is written to a
  * temporary name, synced and renamed, so `path` is either the old file or
- * the complete new one.  Errors: DISTILL_EIO.
+ * the complete new one.  A process killed while saving may leave
+ * "<path>.tmp.<pid>" (or ".tmp.<pid>.<n>") beside it: loading never reads it
+ * and it can be deleted.  Errors: DISTILL_EIO.
  */
 DISTILL_API int distill_model_save(const distill_model *m, const char *path);
 

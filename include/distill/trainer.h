@@ -246,7 +246,9 @@ DISTILL_API int64_t distill_trainer_steps_done(const distill_trainer *tr);
 
 /**
  * Write the full training state (weights, statistics, optimizer state,
- * schedule position, data order and position, RNG) atomically to `path`.
+ * schedule position, data order and position, RNG) atomically to `path`
+ * (temporary file, sync, rename; see distill_model_save).  Safe to call
+ * from the progress callback during a fit.
  */
 DISTILL_API int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path);
 

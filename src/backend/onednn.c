@@ -2117,7 +2117,8 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
     m->last_plan = NULL;
     DN(dnnl_memory_set_data_handle(p->bufs[p->input_ext].mem, input->data), "input");
     p->bufs[p->input_ext].ext = input->data; /* for the library's own kernels */
-    p->dropout_seed = rng_next(&m->rng);
+    if (mode == DISTILL_MODE_TRAINING) /* inference draws nothing: it has no dropout */
+        p->dropout_seed = rng_next(&m->rng);
     p->have_backward = 0;
     if ((rc = run_steps(p, m, 0, p->fwd_end)))
         return rc;

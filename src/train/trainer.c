@@ -153,6 +153,8 @@ int distill_trainer_create(distill_trainer **out, distill_model *student, distil
         return DISTILL_ENOMEM;
     tr->student = student;
     tr->teacher = teacher;
+    /* the run's seed drives dropout as well as the data */
+    rng_seed(&student->rng, o.seed ^ 0xd20b0u);
     tr->o = o;
     tr->classes = (int)outn->dims[0];
     int64_t d[2] = {o.batch_size, tr->classes};
@@ -936,6 +938,10 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     distill_loader *ld;
     if ((rc = distill_loader_create(&ld, ds, &lo)))
         return rc;
+    /* every forward draws from the model's dropout generator, inference
+     * too: put it back, so that evaluating (e.g. on the validation set
+     * between epochs) does not change how training goes on */
+    rng saved_rng = model->rng;
     int64_t bd[4] = {o.batch_size, dims[0], dims[1], dims[2]}, ld2[2] = {o.batch_size, classes};
     distill_tensor *x = NULL, *y = NULL, *ty = NULL;
     int32_t *labels = xmalloc((size_t)o.batch_size * sizeof *labels);
@@ -987,6 +993,7 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     res->top5 = labelled && n ? (double)hit5 / (double)n : -1;
     res->agreement = ty && n ? (double)agree / (double)n : -1;
 out:
+    model->rng = saved_rng;
     distill_tensor_free(x);
     distill_tensor_free(y);
     distill_tensor_free(ty);
@@ -1106,6 +1113,8 @@ static int get_model(csection *s, const distill_model *like, staged *st)
         return cs_fail(s, DISTILL_EFORMAT, "model length %llu exceeds the section",
                        (unsigned long long)sz);
     int rc = model_deserialize(&st->model, s->p + s->pos, (size_t)sz);
+    if (rc == DISTILL_ENOMEM) /* out of memory is not the file's fault */
+        return rc;
     if (rc)
         return cs_fail(s, DISTILL_EFORMAT, "%s", distill_last_error());
     s->pos += (size_t)sz;
@@ -1198,13 +1207,46 @@ int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)
     /* everything checked: apply.  Optimizer states validate themselves
      * before changing anything; load them first so that a failure leaves
      * the weights untouched. */
-    if ((rc = distill_optimizer_load_state(tr->opt, st[0].opt_state, st[0].opt_size)))
-        goto out;
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter &&
-            (rc = distill_optimizer_load_state(tr->terms[k].adapter_opt, st[k + 1].opt_state,
-                                               st[k + 1].opt_size)))
+    {
+        /* keep the current optimizer states, to put back if a later one fails */
+        void *saved[MAX_LOSSES + 1] = {0};
+        size_t saved_size[MAX_LOSSES + 1] = {0};
+        distill_optimizer *opts[MAX_LOSSES + 1];
+        int nopt = 0;
+        opts[nopt++] = tr->opt;
+        for (int k = 0; k < tr->n_terms; k++)
+            if (tr->terms[k].adapter)
+                opts[nopt++] = tr->terms[k].adapter_opt;
+        for (int k = 0; k < nopt && rc == DISTILL_OK; k++) {
+            if ((rc = distill_optimizer_state_size(opts[k], &saved_size[k])))
+                break;
+            if (!(saved[k] = xmalloc(saved_size[k] ? saved_size[k] : 1)))
+                rc = DISTILL_ENOMEM;
+            else
+                rc = distill_optimizer_save_state(opts[k], saved[k], saved_size[k]);
+        }
+        int loaded = 0;
+        for (int k = 0, j = 0; rc == DISTILL_OK && k < nopt; k++) {
+            while (k > 0 && !tr->terms[j].adapter)
+                j++;
+            const staged *sg = k == 0 ? &st[0] : &st[j + 1];
+            if (k > 0)
+                j++;
+            if ((rc = distill_optimizer_load_state(opts[k], sg->opt_state, sg->opt_size)))
+                break;
+            loaded = k + 1;
+        }
+        if (rc) {
+            int keep = rc;
+            for (int k = 0; k < loaded; k++)
+                distill_optimizer_load_state(opts[k], saved[k], saved_size[k]);
+            rc = keep;
+        }
+        for (int k = 0; k < nopt; k++)
+            xfree(saved[k]);
+        if (rc)
             goto out;
+    }
     apply_model(tr->student, &st[0]);
     for (int k = 0; k < tr->n_terms; k++)
         if (tr->terms[k].adapter)
