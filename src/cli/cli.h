@@ -51,6 +51,7 @@ typedef enum cli_opt_id {
     OPT_HELP = 0,
     OPT_MODEL,
     OPT_TEACHER,
+    OPT_TEACHER_CACHE,
     OPT_STUDENT,
     OPT_LOSS,
     OPT_DATA,
@@ -81,6 +82,7 @@ typedef enum cli_opt_id {
 typedef struct cli_options {
     uint64_t given;                 /* bit (1 << id) for every option seen */
     const char *model, *student, *data, *val, *out;
+    const char *teacher_cache;
     const char *teachers[CLI_MAX_LIST];
     int n_teachers;
     const char *losses[CLI_MAX_LIST];
@@ -262,6 +264,7 @@ void cli_json_elem_int(cli_json *j, int64_t value);
 
 int cli_cmd_train(const cli_command *cmd, const cli_options *o);
 int cli_cmd_distill(const cli_command *cmd, const cli_options *o);
+int cli_cmd_cache(const cli_command *cmd, const cli_options *o);
 int cli_cmd_eval(const cli_command *cmd, const cli_options *o);
 int cli_cmd_report(const cli_command *cmd, const cli_options *o);
 int cli_cmd_predict(const cli_command *cmd, const cli_options *o);

@@ -1,16 +1,23 @@
 /*
- * cmd_train.c - `distill train` and `distill distill`.
+ * cmd_train.c - `distill train`, `distill distill` and `distill cache`.
  *
- * Both build the same run: training and validation data, a student model,
- * optionally teachers, loss terms, then the trainer's fit.  The model file
- * is written once, at the end (atomically, by the library); a run stopped
- * by Ctrl-C or by an error writes nothing.
+ * The first two build the same run: training and validation data, a
+ * student model, optionally teachers (models, or one teacher cache), loss
+ * terms, then the trainer's fit.  The model file is written once, at the
+ * end (atomically, by the library); a run stopped by Ctrl-C or by an error
+ * writes nothing.
+ *
+ * `distill cache` runs the teachers over the training data of such a run
+ * through every augmentation view and stores their logits; it takes the
+ * training data, augmentation and normalization from the same code as the
+ * training run, so that the defaults of both commands match.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +26,8 @@
 #define DEFAULT_EPOCHS 3
 #define DEFAULT_BATCH 128
 #define DEFAULT_LR 0.1
+#define DEFAULT_CACHE_BATCH 256
+#define AUGMENT_CROP_PADDING 2 /* random crops of the 2-pixel zero-padded image */
 
 typedef struct run {
     const cli_command *cmd;
@@ -28,7 +37,7 @@ typedef struct run {
     distill_dataset *train, *val;
     distill_model *student;
     distill_model *tmodels[CLI_MAX_LIST];
-    distill_teacher *teachers[CLI_MAX_LIST];
+    distill_teacher *teachers[CLI_MAX_LIST]; /* of tmodels[], or [0]: a teacher cache */
     int n_teachers;
     distill_teacher *ensemble;  /* over teachers[], when there are several */
     distill_loss *losses[CLI_MAX_LIST]; /* parsed --loss terms, until the trainer owns them */
@@ -58,6 +67,13 @@ static void run_free(run *r)
 static distill_teacher *run_teacher(const run *r)
 {
     return r->ensemble ? r->ensemble : r->n_teachers ? r->teachers[0] : NULL;
+}
+
+/* The augmentation of a training run, and of the cache made for one. */
+static void run_augmentation(const cli_options *o, int *crop_padding, int *hflip)
+{
+    *crop_padding = o->augment != 0 ? AUGMENT_CROP_PADDING : 0;
+    *hflip = o->augment != 0;
 }
 
 /* ------------------------------------------------------------- checks */
@@ -96,8 +112,14 @@ static int parse_losses(run *r)
             return cli_fail(CLI_EUSAGE, "--loss %s: %s", spec, distill_last_error());
         if (r->o->unlabelled && distill_loss_needs_labels(r->losses[i]))
             return cli_fail(CLI_EUSAGE, "--loss %s needs labels, which --unlabelled drops", spec);
-        if (r->o->n_teachers == 0 && distill_loss_needs_teacher(r->losses[i]))
+        if (r->o->n_teachers == 0 && !r->o->teacher_cache &&
+            distill_loss_needs_teacher(r->losses[i]))
             return cli_fail(CLI_EUSAGE, "--loss %s needs a teacher (see 'distill distill --help')",
+                            spec);
+        if (r->o->teacher_cache && distill_loss_teacher_node(r->losses[i]))
+            return cli_fail(CLI_EUSAGE,
+                            "--loss %s taps teacher features, and a teacher cache holds logits "
+                            "only (use --teacher)",
                             spec);
     }
     return CLI_OK;
@@ -257,6 +279,45 @@ static int open_distill_models(run *r)
     return make_teachers(r);
 }
 
+/*
+ * distill --teacher-cache: a student file fixes the data's shape; a zoo
+ * student takes the data's (image folders: --channels, --size) and the
+ * cache's classes.  That the data, augmentation and normalization are the
+ * cache's is checked by the library when training starts.
+ */
+static int open_cached_models(run *r)
+{
+    const cli_options *o = r->o;
+    int rc = distill_teacher_from_cache(&r->teachers[0], o->teacher_cache);
+    if (rc)
+        return cli_fail_lib(rc, "--teacher-cache %s", o->teacher_cache);
+    r->n_teachers = 1;
+    int classes = distill_teacher_classes(r->teachers[0]);
+    int64_t shape[3] = {0, 0, 0};
+    if (cli_model_is_file(o->student)) {
+        if ((rc = cli_model_open("--student", o->student, NULL, &r->student)) ||
+            (rc = cli_model_input_shape("student", r->student, shape)) ||
+            (rc = load_data(r, shape)))
+            return rc;
+    } else {
+        if ((rc = load_data(r, NULL)))
+            return rc;
+        distill_dataset_sample_dims(r->train, shape);
+        distill_zoo_options z;
+        zoo_for(&z, shape, classes, o->seed);
+        if ((rc = cli_model_open("--student", o->student, &z, &r->student)))
+            return rc;
+    }
+    int sc = cli_model_classes(r->student), dc = distill_dataset_num_classes(r->train);
+    if (sc != classes)
+        return cli_fail(CLI_ERUNTIME, "the teacher cache has %d classes, the student %d", classes,
+                        sc);
+    if (!o->unlabelled && dc > 0 && dc != classes)
+        return cli_fail(CLI_ERUNTIME, "the teacher cache has %d classes, the data %d", classes,
+                        dc);
+    return CLI_OK;
+}
+
 /* ------------------------------------------------------------- trainer */
 
 static void trainer_options(run *r, distill_trainer_options *t)
@@ -267,10 +328,7 @@ static void trainer_options(run *r, distill_trainer_options *t)
     t->batch_size = cli_given(o, OPT_BATCH) ? o->batch : DEFAULT_BATCH;
     t->lr = cli_given(o, OPT_LR) ? o->lr : DEFAULT_LR;
     t->seed = o->seed;
-    if (o->augment != 0) {
-        t->crop_padding = 2;
-        t->hflip = 1;
-    }
+    run_augmentation(o, &t->crop_padding, &t->hflip);
     t->norm_count = r->norm.count;
     memcpy(t->mean, r->norm.mean, sizeof t->mean);
     memcpy(t->std, r->norm.std, sizeof t->std);
@@ -332,6 +390,16 @@ static int fit(run *r)
     if (rc == DISTILL_ECANCELLED && cli_interrupted())
         return cli_fail(CLI_EINTERRUPTED, "interrupted at step %lld; %s was not written",
                         (long long)distill_trainer_steps_done(r->tr), r->o->out);
+    /* a cache that does not fit the run is refused before the first step */
+    if (rc == DISTILL_EINVAL && r->o->teacher_cache && distill_trainer_steps_done(r->tr) == 0) {
+        const char *msg = distill_last_error();
+        int folder = r->data.kind == CLI_DATA_FOLDER && !cli_model_is_file(r->o->student);
+        return cli_fail(CLI_ERUNTIME,
+                        "--teacher-cache %s: %s; make it with `distill cache` and this run's "
+                        "--data, --limit, augmentation and --mean/--std%s",
+                        r->o->teacher_cache, msg && *msg ? msg : distill_strerror(rc),
+                        folder ? ", and give --channels and --size of the teacher's input" : "");
+    }
     if (rc)
         return cli_fail_lib(rc, "training");
     if ((rc = distill_model_save(r->student, r->o->out)))
@@ -405,23 +473,166 @@ int cli_cmd_train(const cli_command *cmd, const cli_options *o)
     return rc;
 }
 
+/* distill: one or more --teacher, or one --teacher-cache. */
+static int require_teacher(const cli_command *cmd, const cli_options *o)
+{
+    int models = cli_given(o, OPT_TEACHER), cache = cli_given(o, OPT_TEACHER_CACHE);
+    if (models && cache)
+        return cli_fail(CLI_EUSAGE,
+                        "%s: --teacher and --teacher-cache cannot be used together (see "
+                        "'distill %s --help')",
+                        cmd->name, cmd->name);
+    if (!models && !cache)
+        return cli_fail(CLI_EUSAGE,
+                        "%s: --teacher or --teacher-cache is required (see 'distill %s --help')",
+                        cmd->name, cmd->name);
+    return CLI_OK;
+}
+
 int cli_cmd_distill(const cli_command *cmd, const cli_options *o)
 {
     run r;
     run_init(&r, cmd, o);
-    int rc = cli_require(cmd, o, OPT_TEACHER);
+    int rc = require_teacher(cmd, o);
     if (rc == CLI_OK)
         rc = cli_require(cmd, o, OPT_STUDENT);
     if (rc == CLI_OK)
         rc = check_common(&r);
     if (rc == CLI_OK) {
         cli_apply_threads(o);
-        rc = open_distill_models(&r);
+        rc = o->teacher_cache ? open_cached_models(&r) : open_distill_models(&r);
     }
     if (rc == CLI_OK)
         rc = check_data(&r, "student", r.student);
     if (rc == CLI_OK)
         rc = run_fit(&r, o->student);
+    run_free(&r);
+    return rc;
+}
+
+/* ------------------------------------------------------------- cache */
+
+static void format_bytes(double bytes, char *buf, size_t size)
+{
+    static const char *const units[] = {"bytes", "kB", "MB", "GB", "TB"};
+    int u = 0;
+    for (; bytes >= 1000.0 && u < 4; u++)
+        bytes /= 1000.0;
+    if (u == 0)
+        snprintf(buf, size, "%.0f bytes", bytes);
+    else
+        snprintf(buf, size, "%.1f %s", bytes, units[u]);
+}
+
+/* What `distill cache` made. */
+typedef struct cache_info {
+    distill_cache_options co;
+    int64_t samples, bytes;
+    int views, classes;
+} cache_info;
+
+static int cache_check(run *r)
+{
+    const cli_command *cmd = r->cmd;
+    const cli_options *o = r->o;
+    int rc;
+    if ((rc = cli_require(cmd, o, OPT_TEACHER)) || (rc = cli_require(cmd, o, OPT_DATA)) ||
+        (rc = cli_require(cmd, o, OPT_OUT)) ||
+        (rc = cli_data_parse("--data", o->data, &r->data)) ||
+        (rc = cli_norm_get(&r->data, o, &r->norm)))
+        return rc;
+    return check_out_dir(o->out);
+}
+
+/* The teachers, and the training data a run with these options reads. */
+static int cache_open(run *r)
+{
+    int64_t shape[3] = {0, 0, 0};
+    int rc;
+    if ((rc = open_teachers(r)) ||
+        (rc = cli_model_input_shape("teacher", r->tmodels[0], shape)) ||
+        (rc = cli_data_load(&r->data, CLI_SPLIT_TRAIN, shape, r->o, r->o->limit, &r->train)))
+        return rc;
+    int labelled = distill_dataset_has_labels(r->train);
+    for (int i = 0; i < r->n_teachers; i++)
+        if ((rc = cli_check_fit("teacher", r->tmodels[i], "data", r->train, labelled)))
+            return rc;
+    return make_teachers(r);
+}
+
+static int cache_build(run *r, cache_info *c)
+{
+    const cli_options *o = r->o;
+    distill_cache_options *co = &c->co;
+    distill_cache_options_init(co, DISTILL_CACHE_OPTIONS_VERSION);
+    run_augmentation(o, &co->crop_padding, &co->hflip);
+    co->norm_count = r->norm.count;
+    memcpy(co->mean, r->norm.mean, sizeof co->mean);
+    memcpy(co->std, r->norm.std, sizeof co->std);
+    co->batch_size = cli_given(o, OPT_BATCH) ? o->batch : DEFAULT_CACHE_BATCH;
+    int side = 2 * co->crop_padding + 1;
+    c->views = side * side * (co->hflip ? 2 : 1);
+    c->samples = distill_dataset_size(r->train);
+    c->classes = distill_teacher_classes(run_teacher(r));
+    if (!o->quiet) {
+        char size[32];
+        format_bytes((double)c->samples * c->views * c->classes * sizeof(float), size,
+                     sizeof size);
+        fprintf(stderr, "caching the teacher's logits: %lld samples x %d view%s x %d classes "
+                        "(%s)\n",
+                (long long)c->samples, c->views, c->views == 1 ? "" : "s", c->classes, size);
+    }
+    double t0 = now_s();
+    int rc = distill_teacher_cache_build(run_teacher(r), r->train, co, o->out);
+    r->seconds = now_s() - t0;
+    if (rc)
+        return cli_fail_lib(rc, "--out %s", o->out);
+    struct stat st;
+    if (stat(o->out, &st) != 0)
+        return cli_fail(CLI_ERUNTIME, "--out %s: missing after it was written", o->out);
+    c->bytes = (int64_t)st.st_size;
+    return CLI_OK;
+}
+
+static void print_cache(const run *r, const cache_info *c)
+{
+    if (r->o->json) {
+        cli_json j;
+        cli_json_open(&j, stdout);
+        cli_json_str(&j, "command", r->cmd->name);
+        cli_json_int(&j, "samples", c->samples);
+        cli_json_int(&j, "views", c->views);
+        cli_json_int(&j, "classes", c->classes);
+        cli_json_int(&j, "crop_padding", c->co.crop_padding);
+        cli_json_bool(&j, "hflip", c->co.hflip);
+        cli_json_int(&j, "bytes", c->bytes);
+        cli_json_num(&j, "seconds", r->seconds);
+        cli_json_str(&j, "output", r->o->out);
+        cli_json_close(&j);
+        return;
+    }
+    char took[32], size[32];
+    cli_format_duration(r->seconds, took, sizeof took);
+    format_bytes((double)c->bytes, size, sizeof size);
+    printf("wrote %s: %lld samples x %d view%s x %d classes, %s in %s\n", r->o->out,
+           (long long)c->samples, c->views, c->views == 1 ? "" : "s", c->classes, size, took);
+}
+
+int cli_cmd_cache(const cli_command *cmd, const cli_options *o)
+{
+    run r;
+    run_init(&r, cmd, o);
+    cache_info c;
+    memset(&c, 0, sizeof c);
+    int rc = cache_check(&r);
+    if (rc == CLI_OK) {
+        cli_apply_threads(o);
+        rc = cache_open(&r);
+    }
+    if (rc == CLI_OK)
+        rc = cache_build(&r, &c);
+    if (rc == CLI_OK)
+        print_cache(&r, &c);
     run_free(&r);
     return rc;
 }

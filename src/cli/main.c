@@ -3,6 +3,7 @@
  *
  *     distill train    --model resnet20 --data fashion-mnist --epochs 3 --out teacher.dstl
  *     distill distill  --teacher teacher.dstl --student resnet8 --out student.dstl ...
+ *     distill cache    --teacher teacher.dstl --data fashion-mnist --out teacher.cache
  *     distill eval     --model student.dstl --data fashion-mnist
  *     distill report   --teacher teacher.dstl --student student.dstl --data fashion-mnist
  *     distill predict  --model student.dstl --data fashion-mnist shoe.png
@@ -32,6 +33,10 @@ static const cli_cmd_opt TRAIN_OPTS[] = {
 
 static const cli_cmd_opt DISTILL_OPTS[] = {
     {OPT_TEACHER, NULL},
+    {OPT_TEACHER_CACHE, "a teacher cache made by `distill cache`, instead of --teacher: no "
+                        "teacher runs during training. It must come from the same --data, "
+                        "--limit, augmentation and --mean/--std; it holds logits only, so "
+                        "feature losses need --teacher"},
     {OPT_STUDENT, NULL},
     {OPT_LOSS, "a loss term, repeatable (default kd:T=4,alpha=0.9): ce[:smoothing=S], "
                "kd:T=4,alpha=0.9, dkd:T=4,alpha=1,beta=8, fitnets:student=NODE,teacher=NODE, "
@@ -39,7 +44,28 @@ static const cli_cmd_opt DISTILL_OPTS[] = {
                "student node and a teacher node (see `distill summary`); any term may add "
                "weight=W"},
     TRAINING_OPTS,
-    {OPT_UNLABELLED, NULL}, {OPT_JSON, NULL}, {OPT_QUIET, NULL},
+    {OPT_UNLABELLED, NULL},
+    {OPT_CHANNELS, "with --teacher-cache and a zoo student: read image folders with C channels "
+                   "(default 3); give the teacher's"},
+    {OPT_SIZE, "with --teacher-cache and a zoo student: resize image folders to HxW (default: "
+               "the first image's size); give the teacher's"},
+    {OPT_JSON, NULL}, {OPT_QUIET, NULL},
+    END_OPTS};
+
+static const cli_cmd_opt CACHE_OPTS[] = {
+    {OPT_TEACHER, "a teacher model file; give several to cache their ensemble (equal weights)"},
+    {OPT_DATA, "the data whose training split is cached (fashion-mnist: its 60000 training "
+               "images; image folders are read at the teacher's input size)"},
+    {OPT_OUT, "where to write the cache (atomically)"},
+    {OPT_LIMIT, "cache only the first N training samples (distill with the same --limit)"},
+    {OPT_AUGMENT, "cache every view of the augmentation `distill distill` uses by default: each "
+                  "crop of the 2-pixel zero-padded image, with and without a horizontal flip "
+                  "(the default)"},
+    {OPT_NO_AUGMENT, "cache the images as they are, for `distill distill --no-augment`"},
+    {OPT_MEAN, NULL}, {OPT_STD, NULL},
+    {OPT_BATCH, "the teacher's batch size while building (default 256)"},
+    {OPT_THREADS, NULL}, {OPT_JSON, NULL},
+    {OPT_QUIET, "print nothing on stderr before building"},
     END_OPTS};
 
 static const cli_cmd_opt EVAL_OPTS[] = {
@@ -78,16 +104,33 @@ static const cli_command COMMANDS[] = {
      "  distill train --model resnet20 --data fashion-mnist --epochs 3 --out teacher.dstl",
      cli_cmd_train},
     {"distill", "Train a student from one or more teachers (knowledge distillation).",
-     "--teacher T [--teacher T2 ...] --student S --data D --out FILE [options]",
+     "(--teacher T [--teacher T2 ...] | --teacher-cache FILE)\n"
+     "                       --student S --data D --out FILE [options]",
      "A zoo student is built for the teacher's input size and classes. Several --loss options "
      "add up; feature losses tap named nodes of both models (an adapter is trained when the "
-     "shapes differ). Ctrl-C stops cleanly: the output file is written only when training "
-     "completes.",
+     "shapes differ). With --teacher-cache the teacher's logits are read from a file made by "
+     "`distill cache`, and a step costs only the student's. Ctrl-C stops cleanly: the output "
+     "file is written only when training completes.",
      DISTILL_OPTS, 0,
      "  distill distill --teacher teacher.dstl --student resnet8 --loss kd:T=4,alpha=0.9 \\\n"
      "      --loss fitnets:student=layer2,teacher=layer3,weight=0.5 \\\n"
+     "      --data fashion-mnist --epochs 3 --out student.dstl\n"
+     "  distill distill --teacher-cache teacher.cache --student resnet8 \\\n"
      "      --data fashion-mnist --epochs 3 --out student.dstl",
      cli_cmd_distill},
+    {"cache", "Store a teacher's logits for every augmented view of the data.",
+     "--teacher T [--teacher T2 ...] --data D --out FILE [options]",
+     "Every training sample is run through the teacher under each view the augmentation can "
+     "produce: (2P+1)^2 crop offsets for the crop padding P = 2, times 2 with flips, so 50 "
+     "views per sample (1 with --no-augment); Fashion-MNIST's 60000 images give a 120 MB file. "
+     "`distill distill --teacher-cache FILE` then trains a student without running the "
+     "teacher. Give both commands the same --data, --limit, augmentation and --mean/--std: "
+     "their defaults match, and a mismatch is refused when training starts.",
+     CACHE_OPTS, 0,
+     "  distill cache --teacher teacher.dstl --data fashion-mnist --out teacher.cache\n"
+     "  distill distill --teacher-cache teacher.cache --student resnet8 \\\n"
+     "      --data fashion-mnist --epochs 3 --out student.dstl",
+     cli_cmd_cache},
     {"eval", "Evaluate a model: top-1 and top-5 accuracy, cross-entropy, sample count.",
      "--model M --data D [options]", NULL, EVAL_OPTS, 0,
      "  distill eval --model student.dstl --data fashion-mnist --confusion", cli_cmd_eval},

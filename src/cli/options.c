@@ -41,6 +41,8 @@ static const opt_def OPTS[OPT_COUNT_] = {
      "a model file (.dstl) or a zoo name (listed by `distill --help`)"},
     {OPT_TEACHER, "teacher", ARG_LIST, "T", 0, 0,
      "a teacher model file; give several for an ensemble (equal weights)"},
+    {OPT_TEACHER_CACHE, "teacher-cache", ARG_STR, "FILE", 0, 0,
+     "a teacher cache made by `distill cache`, instead of --teacher"},
     {OPT_STUDENT, "student", ARG_STR, "S", 0, 0, "a zoo name, or a model file to continue from"},
     {OPT_LOSS, "loss", ARG_LIST, "SPEC", 0, 0,
      "a loss term, repeatable: ce[:smoothing=S], kd:T=4,alpha=0.9, dkd:T=,alpha=,beta=, "
@@ -288,6 +290,7 @@ static const char **str_slot(cli_opt_id id, cli_options *o)
     case OPT_STUDENT: return &o->student;
     case OPT_DATA: return &o->data;
     case OPT_VAL: return &o->val;
+    case OPT_TEACHER_CACHE: return &o->teacher_cache;
     default: return &o->out;
     }
 }

@@ -5,10 +5,11 @@
 #
 # Every subcommand's --help, `summary`, the error paths (each must exit
 # with the documented status and print exactly one line on stderr, starting
-# with "distill: "), `predict` on a PNG written here, and, when Debian's
-# Fashion-MNIST is installed ($FASHION_MNIST_DIR, else
-# /usr/share/datasets/fashion-mnist), a tiny train -> eval -> distill ->
-# report run and a Ctrl-C during training.  Runs at 2 threads.
+# with "distill: "), `predict` on a PNG written here, a teacher cache of a
+# zoo model on IDX files, and, when Debian's Fashion-MNIST is installed
+# ($FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist), a tiny
+# train -> eval -> distill -> cache -> distill from the cache -> report run
+# and a Ctrl-C during training.  Runs at 2 threads.
 # Prints "N passed, M failed"; exits nonzero if anything failed.
 set -u
 
@@ -135,13 +136,13 @@ idx10="idx:$idx10_img,$idx10_lab"
 # ------------------------------------------------------------ help
 
 expect_ok "--help lists the subcommands" 'train.*' --help
-for c in train distill eval report predict summary; do
+for c in train distill cache eval report predict summary; do
     if ! grep -q "^  $c " "$out"; then
         not_ok "--help lists $c" "missing"
     fi
 done
 expect_ok "--version" '^distill [0-9]+\.[0-9]+\.[0-9]+' --version
-for c in train distill eval report predict summary; do
+for c in train distill cache eval report predict summary; do
     expect_ok "$c --help" "^Usage: distill $c " "$c" --help
     if ! grep -q '^Example:' "$out" || ! grep -q -- '--help' "$out"; then
         not_ok "$c --help has options and an example" "missing"
@@ -192,6 +193,23 @@ expect_error "unknown loss" 2 'bogus' \
 expect_error "labelled loss with --unlabelled" 2 'needs labels' \
     distill --teacher resnet20 --student resnet8 --data "$idx10" --unlabelled \
     --loss kd:T=4,alpha=0.5 --out "$scratch/x.dstl"
+expect_error "--teacher and --teacher-cache together" 2 'cannot be used together' \
+    distill --teacher resnet8 --teacher-cache "$scratch/any.cache" --student resnet8 \
+    --data "$idx10" --out "$scratch/x.dstl"
+expect_error "neither --teacher nor --teacher-cache" 2 '--teacher or --teacher-cache is required' \
+    distill --student resnet8 --data "$idx10" --out "$scratch/x.dstl"
+expect_error "feature loss with --teacher-cache" 2 'logits only' \
+    distill --teacher-cache "$scratch/any.cache" --student resnet8 --data "$idx10" \
+    --loss at:student=layer3,teacher=layer3 --out "$scratch/x.dstl"
+expect_error "corrupt teacher cache" 1 'teacher-cache .*corrupt\.dstl' \
+    distill --teacher-cache "$scratch/corrupt.dstl" --student resnet8 --data "$idx10" \
+    --out "$scratch/x.dstl"
+expect_ok "cache (zoo teacher, IDX, --no-augment)" 'wrote .*: 32 samples x 1 view x 10 classes' \
+    cache --teacher resnet8 --data "$idx10" --limit 32 --no-augment --threads 2 --quiet \
+    --out "$scratch/idx.cache"
+expect_error "teacher cache of another augmentation" 1 'crop padding 0 and flips off' \
+    distill --teacher-cache "$scratch/idx.cache" --student resnet8 --data "$idx10" --limit 32 \
+    --batch 16 --epochs 1 --threads 2 --quiet --out "$scratch/x.dstl"
 expect_error "--out in a missing folder" 1 'not writable' \
     train --model resnet8 --data "$idx10" --out "$scratch/no/such/dir/x.dstl"
 expect_error "predict a missing image" 1 'missing\.png' \
@@ -224,6 +242,39 @@ else
         --loss fitnets:student=layer3,teacher=layer3,weight=0.1 --data fashion-mnist \
         --limit 512 --val-limit 256 --epochs 1 --batch 64 --threads 2 --json --out "$student"
     [ -s "$student" ] && ok "distill wrote the model" || not_ok "distill wrote the model" "missing"
+    cache=$scratch/teacher.cache
+    rm -f "$cache" "$scratch/student3.dstl" "$scratch/student4.dstl" "$scratch/y.dstl"
+    expect_ok "cache (tiny)" '"views": 50, "classes": 10, .*"bytes": [0-9]+' \
+        cache --teacher "$teacher" --data fashion-mnist --limit 128 --batch 64 --threads 2 \
+        --json --quiet --out "$cache"
+    # 128 samples x 50 views x 10 classes of 4 bytes, and a header
+    size=$(wc -c <"$cache" 2>/dev/null || echo 0)
+    if [ "$size" -ge 256000 ] && [ "$size" -lt 260096 ]; then
+        ok "cache file size"
+    else
+        not_ok "cache file size" "$size bytes"
+    fi
+    expect_ok "distill --teacher-cache" '"output": ' \
+        distill --teacher-cache "$cache" --student resnet8 --data fashion-mnist --limit 128 \
+        --val-limit 128 --epochs 1 --batch 64 --threads 2 --json --quiet \
+        --out "$scratch/student3.dstl"
+    # the defaults of both commands match: the same student as from the teacher itself
+    run distill --teacher "$teacher" --student resnet8 --data fashion-mnist --limit 128 \
+        --val-limit 128 --epochs 1 --batch 64 --threads 2 --quiet --out "$scratch/student4.dstl"
+    if [ ! -s "$scratch/student3.dstl" ]; then
+        not_ok "distill from the cache = from the teacher" "no model from the cache"
+    elif [ "$status" -ne 0 ]; then
+        not_ok "distill from the cache = from the teacher" "distill --teacher: status $status"
+    elif ! cmp -s "$scratch/student3.dstl" "$scratch/student4.dstl"; then
+        not_ok "distill from the cache = from the teacher" "the two students differ"
+    else
+        ok "distill from the cache = from the teacher"
+    fi
+    expect_error "teacher cache of another --limit" 1 'another dataset' \
+        distill --teacher-cache "$cache" --student resnet8 --data fashion-mnist --limit 256 \
+        --val-limit 128 --epochs 1 --batch 64 --threads 2 --quiet --out "$scratch/y.dstl"
+    [ -e "$scratch/y.dstl" ] && not_ok "a refused cache writes nothing" "y.dstl exists" ||
+        ok "a refused cache writes nothing"
     expect_ok "distill --unlabelled, ensemble" '"accuracy"' \
         distill --teacher "$teacher" --teacher "$teacher" --student resnet8 --unlabelled \
         --data fashion-mnist --limit 256 --val-limit 128 --epochs 1 --batch 64 --threads 2 \
