@@ -745,12 +745,15 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
     return DISTILL_OK;
 }
 
-static int fwd_batchnorm(plan *p, distill_model *m, int i, int training)
+/* fuse_relu >= 0: training with the ReLU node fuse_relu applied by the
+ * BatchNorm itself (dnnl_fuse_norm_relu; backward uses its workspace). */
+static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fuse_relu)
 {
     const node *n = &m->nodes[i];
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
-    unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats);
+    unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats) |
+                     (fuse_relu >= 0 ? dnnl_fuse_norm_relu : 0);
     dnnl_batch_normalization_desc_t d;
     DN(dnnl_batch_normalization_forward_desc_init(
            &d, training ? dnnl_forward_training : dnnl_forward_inference, &data, n->eps, flags),
@@ -782,6 +785,16 @@ static int fwd_batchnorm(plan *p, distill_model *m, int i, int training)
     step_arg(p, s, DNNL_ARG_VARIANCE, var);
     step_arg(p, s, DNNL_ARG_DST, o);
     p->out[i] = o;
+    if (fuse_relu >= 0) {
+        int ws;
+        const dnnl_memory_desc_t *wmd = qmd(s, dnnl_query_workspace_md, 0);
+        if (!wmd || (rc = new_buf(p, wmd, BUF_ARENA, NULL, &ws)))
+            return rc ? rc : seterr(DISTILL_EBACKEND, "batchnorm '%s': no workspace", n->name);
+        s = &p->steps[p->fwd_pd[i]];
+        step_arg(p, s, DNNL_ARG_WORKSPACE, ws);
+        s->b[0] = ws;
+        p->out[fuse_relu] = o; /* the ReLU's output is the BatchNorm's */
+    }
     if (training) {
         step *u;
         if ((rc = new_step(p, K_BN_STATS, i, &u)))
@@ -1276,9 +1289,11 @@ static int bwd_batchnorm(plan *p, distill_model *m, int i)
     step *f = &p->steps[p->fwd_pd[i]];
     int src = f->argb[0], sc = f->argb[1], sh = f->argb[2], mean = f->argb[3], var = f->argb[4];
     dnnl_memory_desc_t data = p->bufs[src].md, dd = p->bufs[p->diff[i]].md;
+    int ws = f->b[0];
     dnnl_batch_normalization_desc_t d;
-    DN(dnnl_batch_normalization_backward_desc_init(&d, dnnl_backward, &dd, &data, n->eps,
-                                                   dnnl_use_scale | dnnl_use_shift),
+    DN(dnnl_batch_normalization_backward_desc_init(
+           &d, dnnl_backward, &dd, &data, n->eps,
+           dnnl_use_scale | dnnl_use_shift | (ws >= 0 ? dnnl_fuse_norm_relu : 0)),
        n->name);
     step *s;
     int rc;
@@ -1302,6 +1317,8 @@ static int bwd_batchnorm(plan *p, distill_model *m, int i)
     step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
     step_arg(p, s, DNNL_ARG_DIFF_SCALE, dsc);
     step_arg(p, s, DNNL_ARG_DIFF_SHIFT, dsh);
+    if (ws >= 0)
+        step_arg(p, s, DNNL_ARG_WORKSPACE, ws);
     if ((rc = contrib_end(p, m, i, x, &c)) ||
         (rc = grad_accumulate(p, m, i, n->param_first, dsc)) ||
         (rc = grad_accumulate(p, m, i, n->param_first + 1, dsh)))
@@ -1753,10 +1770,35 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
             if (members[k] >= 0)
                 claim[members[k]] = i;
     }
+    /* training: a BatchNorm whose only consumer is a ReLU applies it itself */
+    int *bn_relu = xmalloc((size_t)nn * sizeof(int)), *relu_bn = xmalloc((size_t)nn * sizeof(int));
+    if (!bn_relu || !relu_bn) {
+        xfree(bn_relu);
+        xfree(relu_bn);
+        xfree(claim);
+        xfree(chains);
+        xfree(dropout_step);
+        rc = DISTILL_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < nn; i++)
+        bn_relu[i] = relu_bn[i] = -1;
+    for (int i = 1; training && i < nn; i++) {
+        int r = -1;
+        if (needed[i] && m->nodes[i].op == DISTILL_OP_BATCHNORM && !kept(m, i) &&
+            n_consumers(m, i, &r) == 1 && m->nodes[r].op == DISTILL_OP_RELU) {
+            bn_relu[i] = r;
+            relu_bn[r] = i;
+        }
+    }
     for (int i = 1; i < nn && rc == DISTILL_OK; i++) {
         dropout_step[i] = -1;
-        if (!needed[i])
+        if (!needed[i] || relu_bn[i] >= 0)
+            continue; /* (a fused ReLU is computed by its BatchNorm) */
+        if (bn_relu[i] >= 0) {
+            rc = fwd_batchnorm(p, m, i, training, bn_relu[i]);
             continue;
+        }
         if (claim[i] >= 0) {
             const chain *ch = &chains[claim[i]];
             if (i != ch->end)
@@ -1772,7 +1814,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
                     continue;
                 const node *nj = &m->nodes[j];
                 rc = nj->op == DISTILL_OP_CONV2D      ? fwd_conv(p, m, j, training)
-                     : nj->op == DISTILL_OP_BATCHNORM ? fwd_batchnorm(p, m, j, training)
+                     : nj->op == DISTILL_OP_BATCHNORM ? fwd_batchnorm(p, m, j, training, -1)
                      : nj->op == DISTILL_OP_ADD       ? fwd_add(p, m, j)
                                                       : fwd_eltwise(p, m, j, training);
             }
@@ -1781,7 +1823,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         switch (m->nodes[i].op) {
         case DISTILL_OP_CONV2D: rc = fwd_conv(p, m, i, training); break;
         case DISTILL_OP_LINEAR: rc = fwd_linear(p, m, i, training); break;
-        case DISTILL_OP_BATCHNORM: rc = fwd_batchnorm(p, m, i, training); break;
+        case DISTILL_OP_BATCHNORM: rc = fwd_batchnorm(p, m, i, training, -1); break;
         case DISTILL_OP_RELU:
         case DISTILL_OP_RELU6:
         case DISTILL_OP_LEAKY_RELU:
@@ -1805,6 +1847,8 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     xfree(claim);
     xfree(chains);
     if (rc) {
+        xfree(bn_relu);
+        xfree(relu_bn);
         xfree(dropout_step);
         goto fail;
     }
@@ -1838,6 +1882,11 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
             }
             if (p->diff[i] < 0 || i == 0)
                 continue; /* no gradient reaches this node, or it is the input */
+            if (relu_bn[i] >= 0) {
+                /* a fused ReLU: its BatchNorm's backward takes this gradient */
+                p->diff[relu_bn[i]] = p->diff[i];
+                continue;
+            }
             {
                 const node *ni = &m->nodes[i];
                 int any = 0;
@@ -1870,6 +1919,8 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         }
         p->input_diff = p->diff[0];
     }
+    xfree(bn_relu);
+    xfree(relu_bn);
     xfree(dropout_step);
     if (rc)
         goto fail;
