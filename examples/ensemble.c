@@ -11,7 +11,6 @@
  * over a loader, which is also how a host runs any teacher by hand.
  */
 #include <distill.h>
-#include <distill/trainer.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,20 +3,22 @@
  * attention transfer, on top of KD.
  *
  * A feature loss names one student node and one teacher node (the taps).
- * The trainer reads both feature maps at every step; when the channel
- * counts differ it inserts an adapter (1x1 conv + BatchNorm) that maps the
- * student's channels onto the teacher's and trains it with the student.
+ * The trainer reads both features at every step; when their sizes differ
+ * it inserts an adapter that maps the student's feature onto the teacher's
+ * shape - a linear layer for vectors, a 1x1 conv + BatchNorm for feature
+ * maps of the same height and width - and trains it with the student.
+ * distill_model_find_node() gives the shapes.
  *
- * Teacher: ResNet-20.  Student: ResNet-8 at half width, so its stage
- * outputs have half the teacher's channels at the same spatial size:
- *     FitNets  student "layer3" (32x7x7)   -> adapter -> teacher "layer3" (64x7x7)
- *     AT       student "layer2" (16x14x14)    vs       teacher "layer2" (32x14x14)
- * (attention maps average over channels, so AT needs equal H x W only).
- * The loss is kd + 1 * fitnets + 100 * at; each term is printed, unweighted, from the
- * progress callback.  A KD-only student is trained for comparison.
+ * The two networks need not share an architecture.  Teacher: the zoo's
+ * plain CNN; student: a ResNet-8.
+ *     FitNets  student "flatten" (64)     -> linear adapter -> teacher "relu3" (128)
+ *     AT       student "layer2" (32x14x14)        vs         teacher "relu2" (64x14x14)
+ * (attention maps average over channels, so AT needs no adapter).
+ * The loss is kd + 1 * fitnets + 1000 * at (1000 is RepDistiller's AT weight);
+ * each term is printed, unweighted, from the progress callback.  A KD-only
+ * student is trained for comparison.
  */
 #include <distill.h>
-#include <distill/trainer.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +36,12 @@
 #define MEAN 0.2860f
 #define STD 0.3530f
 #define FITNETS_WEIGHT 1.0f
-#define AT_WEIGHT 100.0f
+#define AT_WEIGHT 1000.0f
 
-static distill_model *zoo(const char *name, int width_pct, uint64_t seed)
+static distill_model *zoo(const char *name, uint64_t seed)
 {
     distill_zoo_options zo;
     CHECK(distill_zoo_options_init(&zo, DISTILL_ZOO_OPTIONS_VERSION));
-    zo.width_mult_pct = width_pct;
     zo.seed = seed;
     distill_model *m;
     CHECK(distill_zoo_create(&m, name, &zo));
@@ -51,8 +52,11 @@ static void print_node(const char *who, const distill_model *m, const char *name
 {
     distill_node_info info;
     CHECK(distill_model_find_node(m, name, &info));
-    printf("  %s %-7s %lldx%lldx%lld\n", who, name, (long long)info.dims[0],
-           (long long)info.dims[1], (long long)info.dims[2]);
+    if (info.rank == 1)
+        printf("  %s %-7s %lld\n", who, name, (long long)info.dims[0]);
+    else
+        printf("  %s %-7s %lldx%lldx%lld\n", who, name, (long long)info.dims[0],
+               (long long)info.dims[1], (long long)info.dims[2]);
 }
 
 static int on_progress(const distill_progress *p, void *payload)
@@ -62,7 +66,7 @@ static int on_progress(const distill_progress *p, void *payload)
         return 0;
     printf("  step %3lld  total %.4f", (long long)p->step, p->loss);
     for (int k = 0; k < p->n_terms; k++)
-        printf("  %s %.4f", p->term_names[k], p->term_values[k]);
+        printf("  %s %.4g", p->term_names[k], p->term_values[k]);
     printf("\n");
     return 0;
 }
@@ -108,32 +112,32 @@ int main(void)
     distill_dataset_free(all_test);
 
     /* The teacher. */
-    distill_model *teacher_model = zoo("resnet20", 100, 1);
+    distill_model *teacher_model = zoo("cnn", 1);
     distill_trainer *tr = trainer(teacher_model, NULL, 2, 0);
-    printf("training the teacher (resnet20, 2 epochs)...\n");
+    printf("training the teacher (cnn, 2 epochs)...\n");
     CHECK(distill_trainer_fit(tr, train_set, NULL));
     distill_trainer_free(tr);
     distill_teacher *teacher;
     CHECK(distill_teacher_from_model(&teacher, teacher_model));
 
     /* The taps. */
-    distill_model *student = zoo("resnet8", 50, 2), *kd_only = zoo("resnet8", 50, 2);
+    distill_model *student = zoo("resnet8", 2), *kd_only = zoo("resnet8", 2);
     printf("taps:\n");
-    print_node("teacher", teacher_model, "layer2");
-    print_node("teacher", teacher_model, "layer3");
+    print_node("student", student, "flatten");
+    print_node("teacher", teacher_model, "relu3");
     print_node("student", student, "layer2");
-    print_node("student", student, "layer3");
+    print_node("teacher", teacher_model, "relu2");
 
     /* KD + FitNets + AT. */
     distill_loss *kd, *hint, *at;
     CHECK(distill_loss_kd(&kd, 4.0f, 0.9f));
-    CHECK(distill_loss_fitnets(&hint, "layer3", "layer3"));
-    CHECK(distill_loss_attention(&at, "layer2", "layer2", 2.0f));
+    CHECK(distill_loss_fitnets(&hint, "flatten", "relu3"));
+    CHECK(distill_loss_attention(&at, "layer2", "relu2", 2.0f));
     tr = trainer(student, teacher, 2, 1);
     CHECK(distill_trainer_add_loss(tr, kd, 1.0f));
     CHECK(distill_trainer_add_loss(tr, hint, FITNETS_WEIGHT)); /* creates the adapter */
     CHECK(distill_trainer_add_loss(tr, at, AT_WEIGHT));
-    printf("distilling resnet8 (50%% width) with kd + %g * fitnets + %g * at:\n",
+    printf("distilling resnet8 with kd + %g * fitnets + %g * at:\n",
            FITNETS_WEIGHT, AT_WEIGHT);
     CHECK(distill_trainer_fit(tr, train_set, NULL));
     distill_trainer_free(tr);

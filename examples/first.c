@@ -12,7 +12,6 @@
  * folder named by $FASHION_MNIST_DIR.
  */
 #include <distill.h>
-#include <distill/trainer.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,14 +8,17 @@
  * (the class whose mean image mu_k is nearest to x wins), fitted on 5,000
  * labelled images.
  *
- * The engine also exposes an intermediate feature through tap_shape(): its
- * per-class evidence maps, evidence[k][p] = mu_k[p] * x[p], (10, 28, 28),
- * whose sums give the logits.  A FitNets loss maps the student's "layer1"
- * (16x28x28) onto it through an adapter the trainer sizes from tap_shape.
- * A ResNet-8 is distilled with kd + fitnets.
+ * The engine also exposes an intermediate feature, its per-class evidence
+ * maps evidence[k][p] = mu_k[p] * x[p], (10, 28, 28), whose sums give the
+ * logits: tap_shape() declares it, forward() fills it when a loss asks.  An
+ * attention-transfer loss compares the student's "layer1" (16x28x28) with
+ * it (AT needs the same height and width, not the same channels).
+ *
+ * A ResNet-8 is distilled with kd (T = 4, alpha = 0.5: half the signal
+ * from the labels, so the student can end up better than this weak
+ * teacher) + 1000 * at.
  */
 #include <distill.h>
-#include <distill/trainer.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +49,7 @@ typedef struct engine {
 
 static engine *engine_fit(const distill_dataset *ds)
 {
-    engine *e = calloc(1, sizeof *e);
+    engine *e = (engine *)calloc(1, sizeof *e);
     double count[C] = {0};
     float x[P];
     int32_t y;
@@ -109,7 +112,7 @@ static double engine_accuracy(const engine *e, const distill_dataset *ds)
 static int host_forward(const distill_tensor *images, distill_tensor *logits, int n_taps,
                         const char *const *tap_names, distill_tensor *const *taps, void *payload)
 {
-    const engine *e = payload;
+    const engine *e = (const engine *)payload;
     float *evidence = NULL;
     for (int t = 0; t < n_taps; t++) /* the only tap we offer (see host_tap_shape) */
         if (strcmp(tap_names[t], "evidence") == 0)
@@ -143,7 +146,7 @@ static int on_progress(const distill_progress *p, void *payload)
 {
     (void)payload;
     if (!p->end_of_epoch)
-        printf("  step %3lld: %s %.4f, %s %.4f\n", (long long)p->step, p->term_names[0],
+        printf("  step %3lld: %s %.4g, %s %.4g\n", (long long)p->step, p->term_names[0],
                p->term_values[0], p->term_names[1], p->term_values[1]);
     return 0;
 }
@@ -181,12 +184,12 @@ int main(void)
     o.progress_every = 40;
     distill_trainer *tr;
     CHECK(distill_trainer_create(&tr, student, teacher, &o));
-    distill_loss *kd, *hint;
-    CHECK(distill_loss_kd(&kd, 4.0f, 0.9f));
-    CHECK(distill_loss_fitnets(&hint, "layer1", "evidence"));
+    distill_loss *kd, *at;
+    CHECK(distill_loss_kd(&kd, 4.0f, 0.5f));
+    CHECK(distill_loss_attention(&at, "layer1", "evidence", 2.0f));
     CHECK(distill_trainer_add_loss(tr, kd, 1.0f));
-    CHECK(distill_trainer_add_loss(tr, hint, 1.0f)); /* asks host_tap_shape, adds the adapter */
-    printf("distilling resnet8 from the host's linear engine (kd + fitnets on \"evidence\"):\n");
+    CHECK(distill_trainer_add_loss(tr, at, 1000.0f)); /* asks host_tap_shape("evidence") */
+    printf("distilling resnet8 from the host's linear engine (kd + at on \"evidence\"):\n");
     CHECK(distill_trainer_fit(tr, train_set, NULL));
     distill_trainer_free(tr);
 

@@ -4,7 +4,8 @@
  * Labels are often scarce while images are plentiful.  A teacher trained
  * on the few labelled images can label the rest softly: the student is
  * distilled with KD at alpha = 1 (teacher outputs only, no cross-entropy)
- * on a larger set whose labels have been dropped.
+ * on a larger set whose labels have been dropped.  With a budget this
+ * small, T = 1 learns faster than the usual T = 4; for longer runs try 4.
  *
  *   labelled part    images      0 ..  2,999 (3,000, with labels)
  *   unlabelled part  images  3,000 .. 14,999 (12,000, labels dropped)
@@ -15,7 +16,6 @@
  * part alone.
  */
 #include <distill.h>
-#include <distill/trainer.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,8 +104,8 @@ int main(void)
     /* Student A: KD with alpha = 1 needs no labels; 1 epoch of the unlabelled part. */
     distill_model *student = zoo("resnet8", 2);
     distill_loss *kd;
-    CHECK(distill_loss_kd(&kd, 4.0f, 1.0f));
-    printf("distilling resnet8 on the unlabelled part (kd T=4 alpha=1)...\n");
+    CHECK(distill_loss_kd(&kd, 1.0f, 1.0f));
+    printf("distilling resnet8 on the unlabelled part (kd T=1 alpha=1)...\n");
     train(student, teacher, kd, unlabelled, 1);
 
     /* Student B: cross-entropy on the labelled part, the same number of steps. */
