@@ -18,6 +18,9 @@
  *     buffers whose lifetimes do not overlap share memory.  Outputs of kept
  *     nodes live for the whole plan, so taps can be read after forward.
  *   - one scratchpad, shared by all primitives (user scratchpad mode).
+ *   - inference of a large batch whose only readable node is the output
+ *     runs in micro-batches (chunk_size()): the arena shrinks to a few
+ *     images' activations, which also stay in the caches between layers.
  *
  * Backward accumulates parameter gradients into the model's gradient block
  * (reorder with a sum post-op); where a node's output feeds several
@@ -1559,6 +1562,7 @@ void engine_free_plans(distill_model *m)
     }
     m->plans = NULL;
     m->last_plan = NULL;
+    m->last_chunked = 0;
 }
 
 static int kept(const distill_model *m, int i)
@@ -2149,6 +2153,76 @@ static int read_out(distill_model *m, plan *p, int i, float *dst)
     return DISTILL_OK;
 }
 
+/* Inference micro-batches: the largest power of two whose biggest
+ * activation fits CHUNK_BYTES (about a core's L2), at least CHUNK_MIN. */
+#define CHUNK_BYTES ((int64_t)2 << 20)
+#define CHUNK_MIN 16
+
+static int64_t chunk_size(const distill_model *m)
+{
+    int64_t biggest = 1;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const node *n = &m->nodes[i];
+        int64_t e = 1;
+        for (int d = 0; d < n->rank; d++)
+            e *= n->dims[d];
+        if (e > biggest)
+            biggest = e;
+    }
+    int64_t c = CHUNK_MIN;
+    while (c * 2 * biggest * (int64_t)sizeof(float) <= CHUNK_BYTES)
+        c *= 2;
+    return c;
+}
+
+/* Only the output is readable after an inference forward: the batch may be
+ * split into micro-batches. */
+static int chunkable(const distill_model *m)
+{
+    if (m->keep_all)
+        return 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].keep && i != m->output)
+            return 0;
+    return 1;
+}
+
+static int64_t per_image(const node *n)
+{
+    int64_t e = 1;
+    for (int d = 0; d < n->rank; d++)
+        e *= n->dims[d];
+    return e;
+}
+
+static int forward_chunked(distill_model *m, const distill_tensor *input, int64_t chunk,
+                           distill_tensor *output)
+{
+    int64_t N = input->dims[0], in_e = per_image(&m->nodes[0]),
+            out_e = per_image(&m->nodes[m->output]);
+    m->last_plan = NULL;
+    for (int64_t off = 0; off < N; off += chunk) {
+        int64_t nc = N - off < chunk ? N - off : chunk;
+        plan *p;
+        int rc = get_plan(m, nc, 0, &p);
+        if (rc)
+            return rc;
+        float *x = input->data + off * in_e;
+        DN(dnnl_memory_set_data_handle(p->bufs[p->input_ext].mem, x), "input");
+        p->bufs[p->input_ext].ext = x;
+        p->have_backward = 0;
+        p->have_forward = 0;
+        if ((rc = run_steps(p, m, 0, p->fwd_end)))
+            return rc;
+        p->prepped = 1;
+        if ((rc = read_out(m, p, m->output, output->data + off * out_e)))
+            return rc;
+    }
+    m->last_chunked = 1;
+    m->last_mode_training = 0;
+    return DISTILL_OK;
+}
+
 int distill_model_forward(distill_model *m, const distill_tensor *input, int mode,
                           distill_tensor *output)
 {
@@ -2162,6 +2236,12 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
     int64_t N = input->dims[0];
     if (output && (rc = check_batch(m, m->output, output, "output tensor", N)))
         return rc;
+    m->last_chunked = 0;
+    if (mode == DISTILL_MODE_INFERENCE && output && chunkable(m)) {
+        int64_t chunk = chunk_size(m);
+        if (N >= 2 * chunk)
+            return forward_chunked(m, input, chunk, output);
+    }
     plan *p;
     if ((rc = get_plan(m, N, mode == DISTILL_MODE_TRAINING, &p)))
         return rc;
@@ -2190,6 +2270,11 @@ int distill_model_read_node(distill_model *m, const char *name, distill_tensor *
     if (i < 0)
         return seterr(DISTILL_ENOTFOUND, "read_node: no node named '%s'", name);
     plan *p = m->last_plan;
+    if (!p && m->last_chunked)
+        return seterr(DISTILL_ESTATE, "read_node '%s': the last forward wrote the output to its "
+                                      "output tensor only (a large inference batch runs in "
+                                      "micro-batches unless a node is kept)",
+                      name);
     if (!p || !p->have_forward)
         return seterr(DISTILL_ESTATE, "read_node '%s': no forward has run since the model last "
                                       "changed",

@@ -77,6 +77,7 @@ struct distill_model {
     struct plan *plans;     /* engine: cached plans, one per (batch, mode) */
     int last_mode_training; /* the last forward was a training forward */
     struct plan *last_plan; /* plan of the last forward (for read_node/backward) */
+    int last_chunked;       /* the last forward ran in micro-batches: nothing to read */
 };
 
 /* graph.c */

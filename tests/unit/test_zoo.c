@@ -452,6 +452,53 @@ static void test_forward(void **state)
     distill_tensor_free(y);
 }
 
+/* A large inference batch runs in micro-batches when only the output is
+ * read: the logits equal those of one image at a time, and of the whole
+ * batch at once (a kept node makes the engine run it unsplit). */
+static void test_inference_microbatches(void **state)
+{
+    (void)state;
+    enum { N = 70 }; /* ResNet-8 splits into 32 + 32 + 6 */
+    int64_t xd[4] = {N, 1, 28, 28}, yd[2] = {N, 10}, x1d[4] = {1, 1, 28, 28}, y1d[2] = {1, 10};
+    distill_tensor *x, *y, *whole, *x1, *y1;
+    assert_int_equal(distill_tensor_create(&x, 4, xd), DISTILL_OK);
+    assert_int_equal(distill_tensor_create(&y, 2, yd), DISTILL_OK);
+    assert_int_equal(distill_tensor_create(&whole, 2, yd), DISTILL_OK);
+    assert_int_equal(distill_tensor_create(&x1, 4, x1d), DISTILL_OK);
+    assert_int_equal(distill_tensor_create(&y1, 2, y1d), DISTILL_OK);
+    float *xv = distill_tensor_data(x);
+    for (int64_t i = 0; i < distill_tensor_numel(x); i++)
+        xv[i] = (float)sin(0.37 * (double)i) + 0.25f * (float)((i / 784) % 5);
+    distill_model *m = zoo("resnet8", NULL);
+    assert_int_equal(distill_model_forward(m, x, DISTILL_MODE_INFERENCE, y), DISTILL_OK);
+    /* nothing but the output tensor was written */
+    assert_int_equal(distill_model_read_node(m, "fc", whole), DISTILL_ESTATE);
+    const float *yv = distill_tensor_data_const(y);
+    for (int n = 0; n < N; n++) {
+        memcpy(distill_tensor_data(x1), xv + n * 784, 784 * sizeof(float));
+        assert_int_equal(distill_model_forward(m, x1, DISTILL_MODE_INFERENCE, y1), DISTILL_OK);
+        const float *v = distill_tensor_data_const(y1);
+        for (int k = 0; k < 10; k++)
+            if (fabsf(v[k] - yv[n * 10 + k]) > 1e-5f * (1.0f + fabsf(v[k])))
+                fail_msg("image %d logit %d: %.8g in a batch of %d, %.8g alone", n, k,
+                         (double)yv[n * 10 + k], N, (double)v[k]);
+    }
+    assert_int_equal(distill_model_keep_node(m, "conv1"), DISTILL_OK);
+    assert_int_equal(distill_model_forward(m, x, DISTILL_MODE_INFERENCE, NULL), DISTILL_OK);
+    assert_int_equal(distill_model_read_node(m, "fc", whole), DISTILL_OK);
+    const float *wv = distill_tensor_data_const(whole);
+    for (int i = 0; i < N * 10; i++)
+        if (fabsf(wv[i] - yv[i]) > 1e-5f * (1.0f + fabsf(wv[i])))
+            fail_msg("logit %d: %.8g in micro-batches, %.8g unsplit", i, (double)yv[i],
+                     (double)wv[i]);
+    distill_model_free(m);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_tensor_free(whole);
+    distill_tensor_free(x1);
+    distill_tensor_free(y1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_mobilenetv2),
         cmocka_unit_test(test_cnn),
         cmocka_unit_test(test_forward),
+        cmocka_unit_test(test_inference_microbatches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
