@@ -154,7 +154,9 @@ typedef struct distill_progress {
     int64_t total_steps;
     double loss;            /**< total loss of the last step */
     double lr;              /**< learning rate of the last step */
-    double images_per_sec;  /**< over the last reporting interval */
+    double images_per_sec;  /**< training throughput over the last reporting interval;
+                                 at the end of an epoch, over the epoch's steps (the
+                                 evaluation excluded) */
     double eta_seconds;     /**< estimate for the remaining steps */
     int n_terms;            /**< the losses, each unweighted, of the last step */
     const char *const *term_names;
@@ -241,7 +243,8 @@ DISTILL_API int distill_trainer_fit(distill_trainer *tr, const distill_dataset *
 DISTILL_API int distill_trainer_step(distill_trainer *tr, const distill_tensor *images,
                                      const int32_t *labels, double *loss);
 
-/** Steps done and the current learning rate. */
+/** Steps (optimizer updates) done so far, counting those before a resume; the
+ *  learning rate of the last step is in distill_progress::lr. */
 DISTILL_API int64_t distill_trainer_steps_done(const distill_trainer *tr);
 
 /**

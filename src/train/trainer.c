@@ -812,6 +812,8 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
         if ((rc = distill_loader_set_state(ld, e, pos)))
             goto out;
         int64_t done_in_epoch = (int64_t)pos / tr->o.batch_size;
+        double epoch_t0 = now_s();
+        int64_t epoch_step0 = tr->step;
         while (done_in_epoch < per_epoch) {
             if (tr->o.max_steps > 0 && tr->step >= tr->o.max_steps)
                 goto out;
@@ -848,6 +850,10 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
         }
         tr->data_epoch = e + 1;
         tr->data_pos = 0;
+        /* the epoch's training throughput, before the evaluation */
+        double t_end = now_s();
+        double ips = (double)(tr->step - epoch_step0) * tr->o.batch_size /
+                     (t_end - epoch_t0 > 1e-9 ? t_end - epoch_t0 : 1e-9);
         double acc = -1;
         if (val) {
             distill_eval_options eo;
@@ -860,9 +866,6 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
                 goto out;
             acc = r.top1;
         }
-        double t = now_s();
-        double ips = (double)(tr->step - step_last) * tr->o.batch_size /
-                     (t - t_last > 1e-9 ? t - t_last : 1e-9);
         if ((rc = report(tr, (int)e + 1, loss, lr, ips, started, 1, acc)))
             goto out;
         t_last = now_s();

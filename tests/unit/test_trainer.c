@@ -857,6 +857,8 @@ static void test_progress(void **state)
             assert_int_equal((expect_step - 1) % PER_EPOCH, 0);
             assert_int_equal(g.epochs[k], (int)((expect_step - 1) / PER_EPOCH));
             assert_true(g.vals[k] >= 0 && g.vals[k] <= 1);
+            /* the epoch's throughput, even right after an interval report */
+            assert_true(g.ips[k] > 0 && isfinite(g.ips[k]));
             continue;
         }
         assert_int_equal(g.steps[k], expect_step);
