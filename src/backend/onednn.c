@@ -35,6 +35,7 @@
 #include <dnnl.h>
 #include <dnnl_debug.h>
 
+#include "backend/bnorm.h"
 #include "nn/graph.h"
 #include "tensor_internal.h"
 
@@ -83,7 +84,9 @@ enum {
     K_DROPOUT_FWD,  /* b0 in, b1 mask, b2 out; f0 = p */
     K_DROPOUT_BWD,  /* b0 diff_dst, b1 mask, b2 target; i0 = accumulate */
     K_ZERO,         /* b0 = 0 */
-    K_FOLD          /* fold BatchNorm (node i0) into conv (node): b0 weights, b1 bias */
+    K_FOLD,         /* fold BatchNorm (node i0) into conv (node): b0 weights, b1 bias */
+    K_BN_FWD,       /* BatchNorm forward, training (bnorm.c); args; i0 = fused ReLU */
+    K_BN_BWD        /* BatchNorm backward (bnorm.c); args; i0 = fused ReLU */
 };
 
 typedef struct step {
@@ -131,6 +134,8 @@ typedef struct plan {
     void *scratch;
     size_t scratch_size;
     dnnl_memory_t scratch_mem;
+    double *red;      /* reductions of the library's BatchNorm kernels */
+    size_t red_size;  /* doubles */
     dnnl_stream_t stream;
 
     uint64_t dropout_seed;
@@ -750,11 +755,93 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
 
 /* fuse_relu >= 0: training with the ReLU node fuse_relu applied by the
  * BatchNorm itself (dnnl_fuse_norm_relu; backward uses its workspace). */
+/* The view (bnorm.h) of an N-image activation in layout md, if the
+ * library's BatchNorm kernels can address it. */
+static int bn_md_view(const dnnl_memory_desc_t *md, bn_view *v)
+{
+    if (md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked ||
+        (md->ndims != 4 && md->ndims != 2))
+        return 0;
+    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
+    v->n = md->dims[0];
+    v->c = md->dims[1];
+    v->h = md->ndims == 4 ? md->dims[2] : 1;
+    v->w = md->ndims == 4 ? md->dims[3] : 1;
+    v->sn = bd->strides[0];
+    v->sc = bd->strides[1];
+    v->sh = md->ndims == 4 ? bd->strides[2] : 0;
+    v->sw = md->ndims == 4 ? bd->strides[3] : 0;
+    v->cb = 1;
+    if (bd->inner_nblks == 1 && bd->inner_idxs[0] == 1 && bd->inner_blks[0] <= 64)
+        v->cb = bd->inner_blks[0];
+    else if (bd->inner_nblks != 0)
+        return 0;
+    v->cpad = md->padded_dims[1];
+    if (md->offset0 != 0 || md->padded_dims[0] != md->dims[0] ||
+        (md->ndims == 4 && (md->padded_dims[2] != md->dims[2] || md->padded_dims[3] != md->dims[3])))
+        return 0;
+    return 1;
+}
+
+static int step_argb(const step *s, int kind)
+{
+    for (int a = 0; a < s->nargs; a++)
+        if (s->argk[a] == kind)
+            return s->argb[a];
+    return -1;
+}
+
+/* Training BatchNorm through the library's kernels (bnorm.c), with sums in
+ * double precision.  Its "workspace" is the per-channel a, b of
+ * y = x * a + b, from which the backward recomputes a fused ReLU's mask. */
+static int fwd_batchnorm_own(plan *p, distill_model *m, int i, int fuse_relu, const bn_view *v)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    dnnl_memory_desc_t data = p->bufs[p->out[x]].md, cmd;
+    dnnl_dims_t cd = {n->dims[0]};
+    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    dnnl_memory_desc_t kmd;
+    dnnl_dims_t kd = {(dnnl_dim_t)bn_coef_floats(v)};
+    dnnl_memory_desc_init_by_tag(&kmd, 1, kd, dnnl_f32, dnnl_a);
+    int o, mean, var, coef, rc;
+    if ((rc = new_buf(p, &data, BUF_ARENA, NULL, &o)) ||
+        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &mean)) ||
+        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &var)) ||
+        (rc = new_buf(p, &kmd, BUF_ARENA, NULL, &coef)))
+        return rc;
+    step *s;
+    if ((rc = new_step(p, K_BN_FWD, i, &s)))
+        return rc;
+    p->fwd_pd[i] = (int)(s - p->steps);
+    s->i0 = fuse_relu >= 0;
+    step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
+    step_arg(p, s, DNNL_ARG_DST, o);
+    step_arg(p, s, DNNL_ARG_MEAN, mean);
+    step_arg(p, s, DNNL_ARG_VARIANCE, var);
+    step_arg(p, s, DNNL_ARG_WORKSPACE, coef);
+    p->out[i] = o;
+    if (fuse_relu >= 0)
+        p->out[fuse_relu] = o; /* the ReLU's output is the BatchNorm's */
+    size_t need = bn_reduce_doubles(v);
+    if (need > p->red_size)
+        p->red_size = need;
+    step *u;
+    if ((rc = new_step(p, K_BN_STATS, i, &u)))
+        return rc;
+    step_buf(p, u, 0, mean);
+    step_buf(p, u, 1, var);
+    return DISTILL_OK;
+}
+
 static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fuse_relu)
 {
     const node *n = &m->nodes[i];
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
+    bn_view v;
+    if (training && bn_md_view(&data, &v))
+        return fwd_batchnorm_own(p, m, i, fuse_relu, &v);
     unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats) |
                      (fuse_relu >= 0 ? dnnl_fuse_norm_relu : 0);
     dnnl_batch_normalization_desc_t d;
@@ -1285,11 +1372,47 @@ static int bwd_linear(plan *p, distill_model *m, int i)
     }
 }
 
+static int bwd_batchnorm_own(plan *p, distill_model *m, int i)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const step *f = &p->steps[p->fwd_pd[i]];
+    int relu = (int)f->i0, src = step_argb(f, DNNL_ARG_SRC), coef = step_argb(f, DNNL_ARG_WORKSPACE),
+        mean = step_argb(f, DNNL_ARG_MEAN), var = step_argb(f, DNNL_ARG_VARIANCE);
+    dnnl_memory_desc_t cmd;
+    dnnl_dims_t cd = {n->dims[0]};
+    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    int dsc, dsh, rc;
+    contrib c;
+    if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
+        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
+        return rc;
+    step *s;
+    if ((rc = new_step(p, K_BN_BWD, i, &s)))
+        return rc;
+    s->i0 = relu;
+    step_arg(p, s, DNNL_ARG_SRC, src);
+    step_arg(p, s, DNNL_ARG_WORKSPACE, coef);
+    step_arg(p, s, DNNL_ARG_MEAN, mean);
+    step_arg(p, s, DNNL_ARG_VARIANCE, var);
+    step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+    step_arg(p, s, DNNL_ARG_DIFF_SRC, c.target);
+    step_arg(p, s, DNNL_ARG_DIFF_SCALE, dsc);
+    step_arg(p, s, DNNL_ARG_DIFF_SHIFT, dsh);
+    if ((rc = contrib_end(p, m, i, x, &c)) ||
+        (rc = grad_accumulate(p, m, i, n->param_first, dsc)) ||
+        (rc = grad_accumulate(p, m, i, n->param_first + 1, dsh)))
+        return rc;
+    return DISTILL_OK;
+}
+
 static int bwd_batchnorm(plan *p, distill_model *m, int i)
 {
     const node *n = &m->nodes[i];
     int x = n->inputs[0];
     step *f = &p->steps[p->fwd_pd[i]];
+    if (f->kind == K_BN_FWD)
+        return bwd_batchnorm_own(p, m, i);
     int src = f->argb[0], sc = f->argb[1], sh = f->argb[2], mean = f->argb[3], var = f->argb[4];
     dnnl_memory_desc_t data = p->bufs[src].md, dd = p->bufs[p->diff[i]].md;
     int ws = f->b[0];
@@ -1522,6 +1645,7 @@ static void plan_free(plan *p)
         dnnl_stream_destroy(p->stream);
     xfree_aligned(p->arena);
     xfree_aligned(p->scratch);
+    xfree(p->red);
     xfree(p->bufs);
     xfree(p->steps);
     xfree(p->out);
@@ -1668,6 +1792,8 @@ static int finalize(plan *p, const distill_model *m)
     if (p->arena_size)
         memset(p->arena, 0, p->arena_size);
     if (p->scratch_size && !(p->scratch = xmalloc_aligned(p->scratch_size)))
+        return DISTILL_ENOMEM;
+    if (p->red_size && !(p->red = xmalloc(p->red_size * sizeof *p->red)))
         return DISTILL_ENOMEM;
     dnnl_memory_desc_t smd;
     dnnl_dims_t sd = {(dnnl_dim_t)(p->scratch_size ? p->scratch_size : 1)};
@@ -2082,6 +2208,36 @@ static void k_fold(plan *p, distill_model *m, const step *s)
     }
 }
 
+static void k_bn_fwd(plan *p, distill_model *m, const step *s)
+{
+    const node *n = &m->nodes[s->node];
+    int src = step_argb(s, DNNL_ARG_SRC);
+    bn_view v;
+    bn_md_view(&p->bufs[src].md, &v); /* checked when the plan was built */
+    bn_forward_train(&v, buf_ptr(p, src), buf_ptr(p, step_argb(s, DNNL_ARG_DST)),
+                     param_data(m, &m->params[n->param_first]),
+                     param_data(m, &m->params[n->param_first + 1]), n->eps, (int)s->i0,
+                     buf_ptr(p, step_argb(s, DNNL_ARG_MEAN)),
+                     buf_ptr(p, step_argb(s, DNNL_ARG_VARIANCE)),
+                     buf_ptr(p, step_argb(s, DNNL_ARG_WORKSPACE)), p->red);
+}
+
+static void k_bn_bwd(plan *p, distill_model *m, const step *s)
+{
+    const node *n = &m->nodes[s->node];
+    int src = step_argb(s, DNNL_ARG_SRC), relu = (int)s->i0;
+    bn_view v;
+    bn_md_view(&p->bufs[src].md, &v);
+    bn_backward(&v, buf_ptr(p, src), buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_DST)),
+                buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_SRC)),
+                param_data(m, &m->params[n->param_first]),
+                buf_ptr(p, step_argb(s, DNNL_ARG_MEAN)),
+                buf_ptr(p, step_argb(s, DNNL_ARG_VARIANCE)),
+                buf_ptr(p, step_argb(s, DNNL_ARG_WORKSPACE)), n->eps, relu,
+                buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_SCALE)),
+                buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_SHIFT)), p->red);
+}
+
 static int run_steps(plan *p, distill_model *m, int from, int to)
 {
     for (int k = from; k < to; k++) {
@@ -2102,6 +2258,8 @@ static int run_steps(plan *p, distill_model *m, int from, int to)
         case K_DROPOUT_BWD: k_dropout_bwd(p, s); break;
         case K_ZERO: memset(buf_ptr(p, s->b[0]), 0, p->bufs[s->b[0]].size); break;
         case K_FOLD: k_fold(p, m, s); break;
+        case K_BN_FWD: k_bn_fwd(p, m, s); break;
+        case K_BN_BWD: k_bn_bwd(p, m, s); break;
         default: break;
         }
     }

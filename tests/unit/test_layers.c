@@ -751,6 +751,134 @@ static void test_chain(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* BatchNorm in training on many values per channel with a large mean (the
+ * case where single-precision sums fail): the output and every gradient
+ * against a double-precision BatchNorm written out here, to 2e-5 relative.
+ * Twice: on the plain input, and behind an identity 1x1 convolution, where
+ * the engine keeps the activation blocked and applies the ReLU inside the
+ * BatchNorm. */
+static double rel_l2(const double *ref, const float *got, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1e-300));
+}
+
+static void test_batchnorm_precision(void **state)
+{
+    (void)state;
+    enum { N = 64, C = 16, H = 28, W = 28 };
+    const size_t S = (size_t)H * W, E = (size_t)N * C * S;
+    for (int conv = 0; conv <= 1; conv++) {
+        distill_model *m = new_model3(C, H, W);
+        const char *bn_in = "input";
+        if (conv) {
+            distill_conv2d_options o;
+            OK(distill_conv2d_options_init(&o, DISTILL_CONV2D_OPTIONS_VERSION));
+            o.bias = 0; /* the defaults are 1x1, stride 1, no padding */
+            OK(distill_model_add_conv2d(m, "conv", "input", C, &o));
+            bn_in = "conv";
+        }
+        OK(distill_model_add_batchnorm(m, "bn", bn_in, 1e-5f, 0.1f));
+        OK(distill_model_add_relu(m, "out", "bn"));
+        OK(distill_model_keep_node(m, "input"));
+        distill_param_info g, b, w;
+        OK(distill_model_find_param(m, "bn.weight", &g));
+        OK(distill_model_find_param(m, "bn.bias", &b));
+        for (int c = 0; c < C; c++) {
+            g.data[c] = 0.5f + 0.1f * (float)c;
+            b.data[c] = 0.2f - 0.05f * (float)c;
+        }
+        if (conv) {
+            OK(distill_model_find_param(m, "conv.weight", &w));
+            for (int o = 0; o < C; o++)
+                for (int i = 0; i < C; i++)
+                    w.data[o * C + i] = o == i ? 1.0f : 0.0f;
+        }
+        int64_t xd[4] = {N, C, H, W};
+        distill_tensor *x, *y, *dy, *dx;
+        OK(distill_tensor_create(&x, 4, xd));
+        OK(distill_tensor_create(&y, 4, xd));
+        OK(distill_tensor_create(&dy, 4, xd));
+        OK(distill_tensor_create(&dx, 4, xd));
+        float *xv = distill_tensor_data(x), *gv = distill_tensor_data(dy);
+        ref_rng rng;
+        ref_rng_seed(&rng, 4242 + (uint64_t)conv);
+        for (size_t i = 0; i < E; i++) {
+            int c = (int)(i / S % C);
+            xv[i] = (float)(40.0 + c + (ref_rng_uniform(&rng) - 0.5) * (0.5 + 0.1 * c));
+            gv[i] = (float)(ref_rng_uniform(&rng) - 0.45);
+        }
+        OK(distill_model_zero_grad(m));
+        OK(distill_model_forward(m, x, DISTILL_MODE_TRAINING, y));
+        const char *names[1] = {"out"};
+        const distill_tensor *grads[1] = {dy};
+        OK(distill_model_backward(m, 1, names, grads));
+        OK(distill_model_input_grad(m, dx));
+
+        /* the reference, in double; the ReLU's mask is the engine's own
+         * (y > 0), so that an output within rounding of 0 does not count */
+        const float *yv = distill_tensor_data_const(y);
+        double *ry = malloc(E * sizeof *ry), *rdx = malloc(E * sizeof *rdx);
+        double rdg[C], rdb[C];
+        assert_non_null(ry);
+        assert_non_null(rdx);
+        for (int c = 0; c < C; c++) {
+            double mu = 0, var = 0, M = (double)N * S;
+            for (int n = 0; n < N; n++)
+                for (size_t k = 0; k < S; k++)
+                    mu += xv[((size_t)n * C + c) * S + k];
+            mu /= M;
+            for (int n = 0; n < N; n++)
+                for (size_t k = 0; k < S; k++) {
+                    double d = xv[((size_t)n * C + c) * S + k] - mu;
+                    var += d * d;
+                }
+            var /= M;
+            double inv = 1.0 / sqrt(var + 1e-5), sg = 0, sgx = 0;
+            for (int n = 0; n < N; n++)
+                for (size_t k = 0; k < S; k++) {
+                    size_t i = ((size_t)n * C + c) * S + k;
+                    double xh = (xv[i] - mu) * inv, t = xh * g.data[c] + b.data[c];
+                    ry[i] = t > 0 ? t : 0;
+                    double gg = yv[i] > 0 ? gv[i] : 0;
+                    sg += gg;
+                    sgx += gg * xh;
+                }
+            rdb[c] = sg;
+            rdg[c] = sgx;
+            for (int n = 0; n < N; n++)
+                for (size_t k = 0; k < S; k++) {
+                    size_t i = ((size_t)n * C + c) * S + k;
+                    double xh = (xv[i] - mu) * inv;
+                    double gg = yv[i] > 0 ? gv[i] : 0;
+                    rdx[i] = g.data[c] * inv * (gg - sg / M - xh * sgx / M);
+                }
+        }
+        double ey = rel_l2(ry, distill_tensor_data_const(y), E),
+               edx = rel_l2(rdx, distill_tensor_data_const(dx), E),
+               edg = rel_l2(rdg, g.grad, C), edb = rel_l2(rdb, b.grad, C);
+        print_message("batchnorm precision (%s): relative error: output %.2g, input gradient "
+                      "%.2g, weight gradient %.2g, bias gradient %.2g\n",
+                      conv ? "blocked, ReLU fused" : "plain", ey, edx, edg, edb);
+        assert_true(ey < 2e-5);
+        assert_true(edx < 2e-5);
+        assert_true(edg < 2e-5);
+        assert_true(edb < 2e-5);
+        free(ry);
+        free(rdx);
+        distill_tensor_free(x);
+        distill_tensor_free(y);
+        distill_tensor_free(dy);
+        distill_tensor_free(dx);
+        distill_model_free(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -759,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_default_options),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_batchnorm_precision),
         cmocka_unit_test(test_relu),
         cmocka_unit_test(test_relu6),
         cmocka_unit_test(test_leaky_relu),
