@@ -9,7 +9,8 @@
 # hours under valgrind), then every fuzz target, replaying its seeds and
 # regressions with FUZZ_RUNS (default 100) random inputs and FUZZ_RUNS / 4
 # mutations of each seed.  Each program runs alone, in its own scratch
-# folder, with its log in BUILD_DIR/valgrind/NAME.log.  Prints one line per
+# folder, with its logs in BUILD_DIR/valgrind/NAME.PID.log (children are
+# followed: test_resume runs itself again).  Prints one line per
 # program and exits nonzero if any had a memcheck error (an invalid access,
 # a use of an uninitialised value in a branch, a definite or indirect leak),
 # failed, or crashed.
@@ -60,7 +61,7 @@ fi
 vg=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full
     --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect
     --suppressions="$root/tests/valgrind.supp" --gen-suppressions=all --num-callers=40
-    --vex-guest-max-insns=25)
+    --vex-guest-max-insns=25 --trace-children=yes)
 
 failed=0
 for n in "${names[@]}"; do
@@ -77,13 +78,17 @@ for n in "${names[@]}"; do
     fi
     scratch=$logs/scratch/$n
     rm -rf "$scratch" && mkdir -p "$scratch"
-    log=$logs/$n.log
+    # one log per process (test_resume runs itself again)
+    rm -f "$logs/$n".*.log
     start=$SECONDS
     (cd "$scratch" && TMPDIR=$scratch timeout "$timeout_s" \
-        "${vg[@]}" --log-file="$log" "$exe" "${args[@]}" >"$logs/$n.out" 2>&1)
+        "${vg[@]}" --log-file="$logs/$n.%p.log" "$exe" "${args[@]}" >"$logs/$n.out" 2>&1)
     rc=$?
     secs=$((SECONDS - start))
-    summary=$(grep -h 'ERROR SUMMARY' "$log" 2>/dev/null | tail -n 1 | sed 's/^==[0-9]*== //')
+    summary=$(cat "$logs/$n".*.log 2>/dev/null | awk '
+        /ERROR SUMMARY:/ { procs++; errors += $4 }
+        END { printf "%d process%s, %d memcheck errors", procs, procs == 1 ? "" : "es", errors }')
+    log="$logs/$n.*.log"
     if [ "$rc" -eq 0 ]; then
         echo "ok   $n (${secs}s; ${summary:-no summary})"
     else
