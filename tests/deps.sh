@@ -12,6 +12,7 @@ packages=(
     dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*.gz
     abigail-tools                        # abidw, abidiff: tests/abi/abicheck.sh
     clang libclang-rt-14-dev libomp-dev  # the libFuzzer build of tests/fuzz
+    valgrind                             # tests/valgrind.sh (not run by .ci/run)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

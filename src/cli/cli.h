@@ -32,7 +32,16 @@ enum {
 #define CLI_PRINTF(a, b)
 #endif
 
-/** Print "distill: <message>" on one line of stderr; returns `status`. */
+/**
+ * The streams the program prints messages and help on: stdout and stderr,
+ * unless cli_set_streams() replaced them (the command-line fuzz target
+ * silences them).  NULL restores the standard stream.
+ */
+FILE *cli_stdout(void);
+FILE *cli_stderr(void);
+void cli_set_streams(FILE *out, FILE *err);
+
+/** Print "distill: <message>" on one line of cli_stderr(); returns `status`. */
 int cli_fail(int status, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 /**
@@ -126,6 +135,18 @@ struct cli_command {
  */
 int cli_parse(const cli_command *cmd, int argc, char **argv, cli_options *o);
 void cli_options_free(cli_options *o);
+
+/**
+ * Parse a whole command line, argv[0] being the program: the subcommand
+ * and its options.  Returns CLI_OK with *cmd set and `o` filled (free it
+ * with cli_options_free()), -1 when the line asked for help or the version
+ * (printed on cli_stdout()), or an exit status (message printed).  Reads
+ * no file and changes nothing.
+ */
+int cli_parse_command_line(int argc, char **argv, const cli_command **cmd, cli_options *o);
+
+/** The program: parse the command line and run the subcommand. */
+int cli_main(int argc, char **argv);
 
 /** Nonzero if option `id` was given on the command line. */
 int cli_given(const cli_options *o, cli_opt_id id);

@@ -6,6 +6,7 @@
  * error naming it.
  */
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -91,6 +92,24 @@ static const opt_def OPTS[OPT_COUNT_] = {
 
 /* ------------------------------------------------------------- messages */
 
+static FILE *out_stream, *err_stream;
+
+FILE *cli_stdout(void)
+{
+    return out_stream ? out_stream : stdout;
+}
+
+FILE *cli_stderr(void)
+{
+    return err_stream ? err_stream : stderr;
+}
+
+void cli_set_streams(FILE *out, FILE *err)
+{
+    out_stream = out;
+    err_stream = err;
+}
+
 static void vprint_line(const char *prefix, const char *fmt, va_list ap)
 {
     char buf[2048];
@@ -99,7 +118,7 @@ static void vprint_line(const char *prefix, const char *fmt, va_list ap)
     for (char *c = buf; *c; c++)
         if (*c == '\n' || *c == '\r')
             *c = ' ';
-    fprintf(stderr, "distill: %s%s\n", prefix, buf);
+    fprintf(cli_stderr(), "distill: %s%s\n", prefix, buf);
 }
 
 int cli_fail(int status, const char *fmt, ...)
@@ -229,7 +248,8 @@ static int set_floats(const cli_command *cmd, const opt_def *d, const char *v, c
         char *end;
         errno = 0;
         double x = strtod(p, &end);
-        if (errno || end == p || !isfinite(x) || n == 4 || (*end && *end != ','))
+        /* the values are floats: one beyond FLT_MAX would become infinite */
+        if (errno || end == p || !(fabs(x) <= FLT_MAX) || n == 4 || (*end && *end != ','))
             return bad_value(cmd, d, v, "1 to 4 comma-separated numbers");
         dst[n++] = (float)x;
         if (!*end)
@@ -386,7 +406,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, cli_options *o)
                           cmd->name, a, cmd->name);
     }
     if (rc == -1)
-        cli_print_help(cmd, stdout);
+        cli_print_help(cmd, cli_stdout());
     if (rc != CLI_OK)
         cli_options_free(o);
     return rc;

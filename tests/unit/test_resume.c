@@ -20,7 +20,7 @@
  * the dataset is not installed), batch 64, crop + flip augmentation, 2
  * epochs of 8 steps.
  */
-#define _XOPEN_SOURCE 700 /* fork, execv, waitpid */
+#define _XOPEN_SOURCE 700 /* fork, execv, waitpid, readlink */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -219,12 +219,20 @@ static int run_child(int cfg, const char *ckpt, int64_t k, int64_t n, const char
     snprintf(a_n, sizeof a_n, "%lld", (long long)n);
     char *const argv[] = {"test_resume", "--resume-child", a_cfg, (char *)ckpt, a_k, a_n,
                           (char *)prefix, NULL};
+    /* This program's path, rather than exec("/proc/self/exe"): under
+     * valgrind that link names valgrind's tool, which cannot be run
+     * directly, while readlink() on it gives the program's path. */
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || (size_t)len >= sizeof self - 1)
+        return -1;
+    self[len] = '\0';
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        execv("/proc/self/exe", argv);
+        execv(self, argv);
         _exit(127);
     }
     int status;
