@@ -12,6 +12,9 @@ packages=(
     dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*.gz
     abigail-tools                        # abidw, abidiff: tests/abi/abicheck.sh
     clang libclang-rt-14-dev libomp-dev  # the libFuzzer build of tests/fuzz
+    libprotobuf-c-dev protobuf-c-compiler # ONNX import/export (DISTILL_ONNX)
+    python3-onnx                         # onnx.proto for the build; onnx.checker in tests
+    libonnx-testdata                     # ONNX backend node tests (tests/onnx)
 )
 
 if [ "$(id -u)" -ne 0 ]; then
