@@ -1861,4 +1861,13 @@ int distill_model_export_onnx(const distill_model *m, const char *path)
     return seterr(DISTILL_EUNSUPPORTED, "this libdistill was built without ONNX support");
 }
 
+int onnx_export_buffer(const struct distill_model *m, void **data, size_t *size);
+int onnx_export_buffer(const struct distill_model *m, void **data, size_t *size)
+{
+    (void)m;
+    *data = NULL;
+    *size = 0;
+    return seterr(DISTILL_EUNSUPPORTED, "this libdistill was built without ONNX support");
+}
+
 #endif
