@@ -47,9 +47,10 @@ DISTILL_API int distill_onnx_available(void);
 /**
  * Build a model from the ONNX file at `path`.  *out belongs to the caller
  * (distill_model_free); it is NULL on failure.
- * Errors: DISTILL_ENOTFOUND, DISTILL_EIO (no file, unreadable), DISTILL_EFORMAT (not ONNX, truncated,
- * inconsistent), DISTILL_EUNSUPPORTED (an operator, attribute, data type or
- * shape the model cannot express; the message names the node), DISTILL_ENOMEM.
+ * Errors: DISTILL_ENOTFOUND, DISTILL_EIO (no file, unreadable),
+ * DISTILL_EFORMAT (not ONNX, truncated, inconsistent), DISTILL_EUNSUPPORTED
+ * (an operator, attribute, data type or shape the model cannot express; the
+ * message names the node), DISTILL_ENOMEM.
  */
 DISTILL_API int distill_model_import_onnx(distill_model **out, const char *path);
 
