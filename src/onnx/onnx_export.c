@@ -323,7 +323,16 @@ static int export_node(ex *e, int i)
     case DISTILL_OP_AVGPOOL: {
         nd = add_node(e, n->op == DISTILL_OP_MAXPOOL ? "MaxPool" : "AveragePool", name, name);
         add_in(nd, in0);
-        int64_t k[2] = {n->kh, n->kw}, s[2] = {n->sh, n->sw}, p[4] = {n->ph, n->pw, n->ph, n->pw};
+        /* the bottom and right padding: the top and left ones when that gives
+         * the output size (a symmetric pool), else what the output needs */
+        const node *x = &m->nodes[n->inputs[0]];
+        int pb, pr;
+        pool_end_pads(m, n, &pb, &pr);
+        if ((x->dims[1] + 2 * n->ph - n->kh) / n->sh + 1 == n->dims[1] && n->ph <= n->kh / 2)
+            pb = n->ph;
+        if ((x->dims[2] + 2 * n->pw - n->kw) / n->sw + 1 == n->dims[2] && n->pw <= n->kw / 2)
+            pr = n->pw;
+        int64_t k[2] = {n->kh, n->kw}, s[2] = {n->sh, n->sw}, p[4] = {n->ph, n->pw, pb, pr};
         attr_ints(e, nd, "kernel_shape", 2, k);
         attr_ints(e, nd, "strides", 2, s);
         attr_ints(e, nd, "pads", 4, p);

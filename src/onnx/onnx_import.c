@@ -669,7 +669,7 @@ static int add_affine(ctx *c, const char *name, const val *a, const float *scale
 
 /* Pool and conv padding: pads (or auto_pad) -> symmetric (ph, pw). */
 static int get_pads(ctx *c, const Onnx__NodeProto *nd, int64_t H, int64_t W, int kh, int kw,
-                    int sh, int sw, int dh, int dw, int extra[4], int *ph, int *pw)
+                    int sh, int sw, int dh, int dw, int extra[4], int *ph, int *pw, int *all)
 {
     int p[4] = {0, 0, 0, 0}; /* top, left, bottom, right */
     char ap[32];
@@ -702,6 +702,10 @@ static int get_pads(ctx *c, const Onnx__NodeProto *nd, int64_t H, int64_t W, int
     }
     for (int k = 0; k < 4; k++)
         p[k] += extra ? extra[k] : 0;
+    if (all) { /* pools take each side's padding */
+        memcpy(all, p, sizeof p);
+        return DISTILL_OK;
+    }
     if (p[0] != p[2] || p[1] != p[3])
         return UNSUP(c, "asymmetric padding (top %d, left %d, bottom %d, right %d%s%s): the "
                         "model pads both sides equally",
@@ -823,7 +827,8 @@ static int op_conv(ctx *c, const Onnx__NodeProto *nd, const char *name)
         return BADF(c, "weight '%s' has %lld input channels per group, the input has %lld in "
                        "%lld groups",
                     w->name, (long long)w->dims[1], (long long)in->dims[0], (long long)group);
-    if ((rc = get_pads(c, nd, in->dims[1], in->dims[2], kh, kw, sh, sw, dh, dw, extra, &ph, &pw)))
+    if ((rc = get_pads(c, nd, in->dims[1], in->dims[2], kh, kw, sh, sw, dh, dw, extra, &ph, &pw,
+                       NULL)))
         return rc;
     if (b && (b->is_int || b->numel != w->dims[0]))
         return BADF(c, "bias '%s' has %lld values for %lld output channels", b->name,
@@ -952,37 +957,38 @@ static int op_pool(ctx *c, const Onnx__NodeProto *nd, const char *name, int max)
     for (size_t k = 1; k < nd->n_output; k++)
         if (present(nd->output[k]) && uses_of(c->g, nd->output[k], NULL))
             return UNSUP(c, "the Indices output is used");
-    int kh, kw, sh, sw, dh, dw, ph, pw;
+    int kh, kw, sh, sw, dh, dw;
     if ((rc = two_ints(c, nd, "kernel_shape", 0, &kh, &kw)) ||
         (rc = two_ints(c, nd, "strides", 1, &sh, &sw)) ||
         (rc = two_ints(c, nd, "dilations", 1, &dh, &dw)))
         return rc;
     if (!kh)
         return BADF(c, "kernel_shape is missing");
-    if (kh != kw || sh != sw)
-        return UNSUP(c, "kernel %dx%d, stride %dx%d: only square kernels with equal strides are "
-                        "supported",
-                     kh, kw, sh, sw);
     if (dh != 1 || dw != 1)
         return UNSUP(c, "dilated pooling");
     if (attr_i(nd, "ceil_mode", 0))
         return UNSUP(c, "ceil_mode=1 (output sizes are rounded down)");
     if (attr_i(nd, "storage_order", 0))
         return UNSUP(c, "storage_order=1");
-    if ((rc = get_pads(c, nd, in->dims[1], in->dims[2], kh, kw, sh, sw, 1, 1, NULL, &ph, &pw)))
+    int own[4], p[4];
+    if ((rc = get_pads(c, nd, in->dims[1], in->dims[2], kh, kw, sh, sw, 1, 1, NULL, NULL, NULL,
+                       own)))
         return rc;
-    if (ph != pw)
-        return UNSUP(c, "padding %dx%d differs between height and width", ph, pw);
-    if (!max && ph && !attr_i(nd, "count_include_pad", 0))
+    if (!max && (own[0] || own[1] || own[2] || own[3]) && !attr_i(nd, "count_include_pad", 0))
         return UNSUP(c, "count_include_pad=0 with padding: the model's average pooling counts "
                         "the padded zeros");
-    int p = ph + extra[0];
-    if (extra[0] != extra[1])
-        return UNSUP(c, "the folded Pad '%s' pads height and width differently", x->pad_node);
-    if (2 * p > kh)
-        return UNSUP(c, "padding %d is more than half the kernel %d", p, kh);
-    rc = max ? distill_model_add_maxpool(c->m, name, in->name, kh, sh, p)
-             : distill_model_add_avgpool(c->m, name, in->name, kh, sh, p);
+    for (int k = 0; k < 4; k++)
+        p[k] = own[k] + extra[k];
+    if (p[0] > kh / 2 || p[2] > kh / 2 || p[1] > kw / 2 || p[3] > kw / 2)
+        return UNSUP(c, "padding %d,%d,%d,%d (top, left, bottom, right) with a %dx%d kernel: "
+                        "each pad must be at most half the kernel",
+                     p[0], p[1], p[2], p[3], kh, kw);
+    distill_pool2d_options o;
+    distill_pool2d_options_init(&o, DISTILL_POOL2D_OPTIONS_VERSION);
+    o.kernel_h = kh, o.kernel_w = kw, o.stride_h = sh, o.stride_w = sw;
+    o.pad_top = p[0], o.pad_left = p[1], o.pad_bottom = p[2], o.pad_right = p[3];
+    rc = distill_model_add_pool2d(c->m, name, in->name, max ? DISTILL_OP_MAXPOOL : DISTILL_OP_AVGPOOL,
+                                  &o);
     if (rc)
         return lib_err(c, rc);
     return set_act(c, nd->output[0], model_find(c->m, name));

@@ -155,6 +155,9 @@ h2s = node("Add", [h2s, scalar("shift", 0.25)], "shifted", "shift")
 # two pools, concatenated
 mp = node("MaxPool", [h2s], "maxpool.out", "maxpool", kernel_shape=[3, 3], strides=[1, 1],
           pads=[1, 1, 1, 1])
+# SAME_UPPER with an even kernel pads only after the last row and column
+mp = node("MaxPool", [mp], "maxpool2.out", "maxpool2", kernel_shape=[2, 2], strides=[1, 1],
+          auto_pad="SAME_UPPER")
 pa = node("Pad", [h2s, init("avg.pads", np.zeros(8))], "avgpool.padded", "avgpool.pad",
           mode="constant")
 inits[-1] = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "avg.pads")
@@ -201,7 +204,10 @@ a = ref_conv_bn(a, "block2.dw", group=16)
 sc = ref_conv_bn(h1, "block2.shortcut", stride=2, pad=0)
 h2 = np.maximum(a + sc, 0)
 h2s = h2 * W["chscale"] + 0.25
-cat = np.concatenate([pool(h2s, 3, 1, 1, "max"), pool(h2s, 3, 1, 1, "avg")], axis=1)
+mp = pool(h2s, 3, 1, 1, "max")
+mp = np.pad(mp, ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-np.inf)
+mp = np.maximum.reduce([mp[:, :, i:i + 6, j:j + 6] for i in range(2) for j in range(2)])
+cat = np.concatenate([mp, pool(h2s, 3, 1, 1, "avg")], axis=1)
 f = cat.mean(axis=(2, 3))
 f = np.maximum(f @ W["fc1.weight_t"] + W["fc1.bias"], 0)
 z = f @ W["fc2.weight"].T + W["fc2.bias"]

@@ -146,7 +146,14 @@ static distill_model *all_ops(void)
     CHECK(distill_model_add_maxpool(m, "maxp", "lrelu", 3, 2, 1));
     CHECK(distill_model_add_add(m, "sum", "r6", "maxp"));
     CHECK(distill_model_add_avgpool(m, "avgp", "lrelu", 2, 2, 0));
-    const char *cat[3] = {"sum", "avgp", "maxp"};
+    /* SAME_UPPER with a 2x2 kernel: padded after the last row and column */
+    distill_pool2d_options po;
+    CHECK(distill_pool2d_options_init(&po, DISTILL_POOL2D_OPTIONS_VERSION));
+    po.stride_h = po.stride_w = 1, po.pad_bottom = po.pad_right = 1;
+    CHECK(distill_model_add_pool2d(m, "same", "maxp", DISTILL_OP_MAXPOOL, &po));
+    po.kernel_w = 3, po.pad_bottom = 0, po.pad_top = po.pad_left = po.pad_right = 1;
+    CHECK(distill_model_add_pool2d(m, "asym", "same", DISTILL_OP_AVGPOOL, &po));
+    const char *cat[3] = {"sum", "avgp", "asym"};
     CHECK(distill_model_add_concat(m, "cat", 3, cat));
     CHECK(distill_model_add_relu(m, "relu", "cat"));
     CHECK(distill_model_add_global_avgpool(m, "gap", "relu"));
