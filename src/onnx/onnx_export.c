@@ -150,7 +150,8 @@ static int add_init(ex *e, const char *name, int rank, const int64_t *dims, cons
         return DISTILL_ENOMEM;
     onnx__tensor_proto__init(t);
     t->name = (char *)name;
-    memcpy(d, dims, (size_t)rank * sizeof *d);
+    if (rank)
+        memcpy(d, dims, (size_t)rank * sizeof *d);
     t->dims = d;
     t->n_dims = (size_t)rank;
     t->has_data_type = 1;
