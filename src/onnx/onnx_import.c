@@ -364,7 +364,8 @@ static void attr_s(const Onnx__NodeProto *nd, const char *name, const char *def,
         return;
     }
     size_t l = a->s.len < size - 1 ? a->s.len : size - 1;
-    memcpy(buf, a->s.data, l);
+    if (l)
+        memcpy(buf, a->s.data, l);
     buf[l] = 0;
     for (size_t k = 0; k < l; k++)
         if ((unsigned char)buf[k] < 32 || (unsigned char)buf[k] > 126)
@@ -1261,8 +1262,11 @@ static int op_reshape(ctx *c, const Onnx__NodeProto *nd, const char *name)
     const node *in = act_node(c, x);
     int R = in->rank + 1;
     int64_t P = 1;
-    for (int d = 0; d < in->rank; d++)
+    for (int d = 0; d < in->rank; d++) {
+        if (in->dims[d] > ((int64_t)1 << 40) / P)
+            return UNSUP(c, "the input has too many values per image");
         P *= in->dims[d];
+    }
     int64_t t[MAX_RANK];
     int n = (int)s->numel;
     if (n < 1 || n > MAX_RANK)
@@ -1689,6 +1693,11 @@ static int read_input(ctx *c, const Onnx__ValueInfoProto *vi, int64_t *dims, int
                          n, d);
         dims[d - 1] = dm->dim_value;
     }
+    int64_t per = 1;
+    for (size_t d = 1; d < R; d++)
+        per *= dims[d - 1]; /* each <= 2^24, at most 3: no overflow */
+    if (per > ((int64_t)1 << 28))
+        return UNSUP(c, "input '%s' has %lld values per image (at most 2^28)", n, (long long)per);
     *rank = (int)R - 1;
     return DISTILL_OK;
 }
