@@ -16,6 +16,7 @@ endif()
 set(version "${DISTILL_PC_VERSION}")
 set(description "${DISTILL_PC_DESCRIPTION}")
 set(openmp_lib "${DISTILL_PC_OPENMP_LIB}")
+set(requires_onnx "${DISTILL_PC_REQUIRES_ONNX}")
 
 configure_file("${DISTILL_PC_TEMPLATE}" "${DISTILL_PC_OUTPUT}" @ONLY)
 

@@ -26,5 +26,6 @@
 #include "distill/optim.h"
 #include "distill/loss.h"
 #include "distill/trainer.h"
+#include "distill/onnx.h"
 
 #endif /* DISTILL_H */

@@ -13,6 +13,9 @@ packages=(
     abigail-tools                        # abidw, abidiff: tests/abi/abicheck.sh
     clang libclang-rt-14-dev libomp-dev  # the libFuzzer build of tests/fuzz
     valgrind                             # tests/valgrind.sh (not run by .ci/run)
+    libprotobuf-c-dev protobuf-c-compiler # ONNX import/export (DISTILL_ONNX)
+    python3-onnx                         # onnx.proto for the build; onnx.checker in tests
+    libonnx-testdata                     # ONNX backend node tests (tests/onnx)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -154,6 +154,35 @@ DISTILL_API int distill_model_add_maxpool(distill_model *m, const char *name, co
 /** Average pooling, square kernel; padded zeros count in the average (PyTorch's default). */
 DISTILL_API int distill_model_add_avgpool(distill_model *m, const char *name, const char *input,
                                           int kernel, int stride, int pad);
+#define DISTILL_POOL2D_OPTIONS_VERSION 1
+
+/** Pooling with any kernel, strides and padding on each side. */
+typedef struct distill_pool2d_options {
+    unsigned int version;        /**< DISTILL_POOL2D_OPTIONS_VERSION */
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_top, pad_left;       /**< padding before the first row / column */
+    int pad_bottom, pad_right;   /**< padding after the last row / column */
+} distill_pool2d_options;
+
+/** 2x2 kernel, stride 2, no padding. */
+#define DISTILL_POOL2D_OPTIONS_INIT {DISTILL_POOL2D_OPTIONS_VERSION, 2, 2, 2, 2, 0, 0, 0, 0}
+
+/** Fill *opts with DISTILL_POOL2D_OPTIONS_INIT.  DISTILL_EVERSION for an unknown version. */
+DISTILL_API int distill_pool2d_options_init(distill_pool2d_options *opts, unsigned int version);
+
+/**
+ * Max (op DISTILL_OP_MAXPOOL) or average (DISTILL_OP_AVGPOOL) pooling with
+ * a kernel_h x kernel_w window, as ONNX MaxPool / AveragePool with explicit
+ * pads (SAME_UPPER and SAME_LOWER are such pads): each pad at most half its
+ * kernel; output rows (H + pad_top + pad_bottom - kernel_h) / stride_h + 1,
+ * rounded down, and likewise for columns.  Padding counts as -infinity for
+ * max and as zeros in the average.  The node reports pad_h = pad_top and
+ * pad_w = pad_left (distill_node_info); the bottom and right padding follow
+ * from its output size.  opts NULL means DISTILL_POOL2D_OPTIONS_INIT.
+ */
+DISTILL_API int distill_model_add_pool2d(distill_model *m, const char *name, const char *input,
+                                         int op, const distill_pool2d_options *opts);
 /** Average over H and W: (C, H, W) -> (C, 1, 1). */
 DISTILL_API int distill_model_add_global_avgpool(distill_model *m, const char *name,
                                                  const char *input);
@@ -322,7 +351,7 @@ typedef struct distill_node_info {
     /* attributes; 0 where they do not apply */
     int kernel_h, kernel_w;   /**< conv2d, pools */
     int stride_h, stride_w;   /**< conv2d, pools */
-    int pad_h, pad_w;         /**< conv2d, pools */
+    int pad_h, pad_w;         /**< conv2d, pools (pools: top and left) */
     int dilation_h, dilation_w; /**< conv2d */
     int groups;               /**< conv2d */
     int bias;                 /**< conv2d, linear: nonzero with a bias */

@@ -213,6 +213,11 @@ int cli_norm_get(const cli_data_spec *spec, const cli_options *o, cli_norm *norm
 
 /** Nonzero if `spec` names an existing file (rather than a zoo model). */
 int cli_model_is_file(const char *spec);
+/* Nonzero when path ends in ".onnx": read and written as ONNX. */
+int cli_is_onnx_path(const char *path);
+/* Write m to path: ONNX for a .onnx path, else the libdistill model format;
+ * a failure is reported as "<opt> <path>: ...". */
+int cli_model_write(const char *opt, const distill_model *m, const char *path);
 
 /**
  * Open a model: load `spec` if it is a file, else build the zoo model of
@@ -290,6 +295,7 @@ int cli_cmd_eval(const cli_command *cmd, const cli_options *o);
 int cli_cmd_report(const cli_command *cmd, const cli_options *o);
 int cli_cmd_predict(const cli_command *cmd, const cli_options *o);
 int cli_cmd_summary(const cli_command *cmd, const cli_options *o);
+int cli_cmd_export(const cli_command *cmd, const cli_options *o);
 
 /** The "k = v" time format used in progress lines: "12s", "3m05s", "1h02m". */
 void cli_format_duration(double seconds, char *buf, size_t size);

@@ -162,3 +162,16 @@ int cli_cmd_summary(const cli_command *cmd, const cli_options *o)
     distill_model_free(m);
     return rc;
 }
+
+int cli_cmd_export(const cli_command *cmd, const cli_options *o)
+{
+    int rc = cli_require(cmd, o, OPT_MODEL);
+    if (rc || (rc = cli_require(cmd, o, OPT_OUT)))
+        return rc;
+    distill_model *m;
+    if ((rc = cli_model_open("--model", o->model, NULL, &m)))
+        return rc;
+    rc = cli_model_write("--out", m, o->out);
+    distill_model_free(m);
+    return rc;
+}

@@ -402,9 +402,7 @@ static int fit(run *r)
     }
     if (rc)
         return cli_fail_lib(rc, "training");
-    if ((rc = distill_model_save(r->student, r->o->out)))
-        return cli_fail_lib(rc, "--out %s", r->o->out);
-    return CLI_OK;
+    return cli_model_write("--out", r->student, r->o->out);
 }
 
 static void print_result(const run *r, const char *model)

@@ -8,6 +8,7 @@
  *     distill report   --teacher teacher.dstl --student student.dstl --data fashion-mnist
  *     distill predict  --model student.dstl --data fashion-mnist shoe.png
  *     distill summary  --model resnet8
+ *     distill export   --model student.dstl --out student.onnx
  */
 #include <stdio.h>
 #include <string.h>
@@ -95,6 +96,12 @@ static const cli_cmd_opt SUMMARY_OPTS[] = {
     {OPT_MODEL, "a model file or a zoo name (listed by `distill --help`)"},
     END_OPTS};
 
+static const cli_cmd_opt EXPORT_OPTS[] = {
+    {OPT_MODEL, "a model file (libdistill or .onnx) or a zoo name (a new, untrained model)"},
+    {OPT_OUT, "the file to write: ONNX (opset 13) when it ends in .onnx, else the libdistill "
+              "model format (written atomically)"},
+    END_OPTS};
+
 static const cli_command COMMANDS[] = {
     {"train", "Train a model on labelled data (supervised, cross-entropy).",
      "--model M --data D --out FILE [options]",
@@ -152,6 +159,12 @@ static const cli_command COMMANDS[] = {
     {"summary", "Print a model's layers, output shapes, parameters and multiply-adds.",
      "--model M|ZOO-NAME", NULL, SUMMARY_OPTS, 0,
      "  distill summary --model resnet8", cli_cmd_summary},
+    {"export", "Convert a model: to ONNX for other runtimes, or from ONNX to a model file.",
+     "--model M --out FILE", "Models ending in .onnx are read as ONNX by every command. "
+     "Operators the model cannot express are refused with the ONNX node's name and the reason.",
+     EXPORT_OPTS, 0,
+     "  distill export --model student.dstl --out student.onnx\n"
+     "  distill export --model teacher.onnx --out teacher.dstl", cli_cmd_export},
 };
 
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -201,13 +201,24 @@ static int unknown_model(const char *opt, const char *spec)
                     names);
 }
 
+int cli_is_onnx_path(const char *path)
+{
+    size_t l = strlen(path);
+    return l > 5 && strcmp(path + l - 5, ".onnx") == 0;
+}
+
 int cli_model_open(const char *opt, const char *spec, const distill_zoo_options *zoo,
                    distill_model **out)
 {
     *out = NULL;
     int rc;
     if (cli_model_is_file(spec)) {
-        if ((rc = distill_model_load(out, spec)))
+        /* ONNX by its extension, anything else is a model file */
+        if (cli_is_onnx_path(spec))
+            rc = distill_model_import_onnx(out, spec);
+        else
+            rc = distill_model_load(out, spec);
+        if (rc)
             return cli_fail_lib(rc, "%s %s", opt, spec);
         return CLI_OK;
     }
@@ -216,6 +227,13 @@ int cli_model_open(const char *opt, const char *spec, const distill_zoo_options 
     if ((rc = distill_zoo_create(out, spec, zoo)))
         return cli_fail_lib(rc, "%s %s", opt, spec);
     return CLI_OK;
+}
+
+int cli_model_write(const char *opt, const distill_model *m, const char *path)
+{
+    int rc = cli_is_onnx_path(path) ? distill_model_export_onnx(m, path)
+                                     : distill_model_save(m, path);
+    return rc ? cli_fail_lib(rc, "%s %s", opt, path) : CLI_OK;
 }
 
 int cli_model_classes(const distill_model *m)

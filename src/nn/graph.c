@@ -468,51 +468,104 @@ int distill_model_add_gelu(distill_model *m, const char *name, const char *input
     return finish_node(m, idx);
 }
 
-static int add_pool(distill_model *m, const char *name, const char *input, int op, int k, int s,
-                    int p)
+int distill_pool2d_options_init(distill_pool2d_options *opts, unsigned int version)
+{
+    if (!opts)
+        return seterr(DISTILL_EINVAL, "distill_pool2d_options_init: opts is NULL");
+    if (version != DISTILL_POOL2D_OPTIONS_VERSION)
+        return seterr(DISTILL_EVERSION, "distill_pool2d_options version %u is not known (this "
+                                        "library knows %d)",
+                      version, DISTILL_POOL2D_OPTIONS_VERSION);
+    distill_pool2d_options o = DISTILL_POOL2D_OPTIONS_INIT;
+    *opts = o;
+    return DISTILL_OK;
+}
+
+static int add_pool(distill_model *m, const char *name, const char *input, int op,
+                    const distill_pool2d_options *o)
 {
     const char *what = distill_op_name(op);
     int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) || (rc = need_rank3(m, what, name, in)))
         return rc;
-    if (k < 1 || s < 1 || p < 0 || k > 4096 || s > 4096 || p > k / 2)
-        return seterr(DISTILL_EINVAL, "%s '%s': kernel %d, stride %d, padding %d: kernel and "
-                                      "stride must be positive and padding at most half the "
-                                      "kernel",
-                      what, name, k, s, p);
+    int kh = o->kernel_h, kw = o->kernel_w, sh = o->stride_h, sw = o->stride_w;
+    int pt = o->pad_top, pl = o->pad_left, pb = o->pad_bottom, pr = o->pad_right;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || kh > 4096 || kw > 4096 || sh > 4096 ||
+        sw > 4096 || pt < 0 || pl < 0 || pb < 0 || pr < 0 || pt > kh / 2 || pb > kh / 2 ||
+        pl > kw / 2 || pr > kw / 2)
+        return seterr(DISTILL_EINVAL, "%s '%s': kernel %dx%d, stride %dx%d, padding %d,%d,%d,%d "
+                                      "(top, left, bottom, right): kernel and stride must be "
+                                      "positive and each pad at most half its kernel",
+                      what, name, kh, kw, sh, sw, pt, pl, pb, pr);
     const node *x = &m->nodes[in];
-    if (x->dims[1] + 2 * p < k || x->dims[2] + 2 * p < k)
-        return seterr(DISTILL_ESHAPE, "%s '%s': kernel %d is larger than the padded %lldx%lld input",
-                      what, name, k, (long long)(x->dims[1] + 2 * p),
-                      (long long)(x->dims[2] + 2 * p));
+    if (x->dims[1] + pt + pb < kh || x->dims[2] + pl + pr < kw)
+        return seterr(DISTILL_ESHAPE, "%s '%s': kernel %dx%d is larger than the padded %lldx%lld "
+                                      "input",
+                      what, name, kh, kw, (long long)(x->dims[1] + pt + pb),
+                      (long long)(x->dims[2] + pl + pr));
     int idx;
     if ((rc = model_add_node(m, name, op, 1, &in, &idx)))
         return rc;
     node *n = &m->nodes[idx];
     x = &m->nodes[in];
-    n->kh = n->kw = k;
-    n->sh = n->sw = s;
-    n->ph = n->pw = p;
+    n->kh = kh, n->kw = kw;
+    n->sh = sh, n->sw = sw;
+    n->ph = pt, n->pw = pl; /* the engine takes bottom and right from the output size */
     n->dh = n->dw = 1;
     n->rank = 3;
     n->dims[0] = x->dims[0];
-    n->dims[1] = (x->dims[1] + 2 * p - k) / s + 1;
-    n->dims[2] = (x->dims[2] + 2 * p - k) / s + 1;
+    n->dims[1] = (x->dims[1] + pt + pb - kh) / sh + 1;
+    n->dims[2] = (x->dims[2] + pl + pr - kw) / sw + 1;
     return finish_node(m, idx);
+}
+
+void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr)
+{
+    const node *x = &m->nodes[n->inputs[0]];
+    int64_t b = (n->dims[1] - 1) * n->sh + n->kh - x->dims[1] - n->ph;
+    int64_t r = (n->dims[2] - 1) * n->sw + n->kw - x->dims[2] - n->pw;
+    *pb = b < 0 ? 0 : (int)b;
+    *pr = r < 0 ? 0 : (int)r;
+}
+
+/* The square, symmetric pools of distill_model_add_maxpool/avgpool. */
+static int add_square_pool(distill_model *m, const char *name, const char *input, int op, int k,
+                           int s, int p)
+{
+    distill_pool2d_options o = {DISTILL_POOL2D_OPTIONS_VERSION, k, k, s, s, p, p, p, p};
+    return add_pool(m, name, input, op, &o);
+}
+
+int distill_model_add_pool2d(distill_model *m, const char *name, const char *input, int op,
+                             const distill_pool2d_options *opts)
+{
+    CHECK_MODEL(m, "distill_model_add_pool2d");
+    distill_pool2d_options o = DISTILL_POOL2D_OPTIONS_INIT;
+    if (opts) {
+        if (opts->version != DISTILL_POOL2D_OPTIONS_VERSION)
+            return seterr(DISTILL_EVERSION, "pool2d '%s': options version %u is not known",
+                          name ? name : "?", opts->version);
+        o = *opts;
+    }
+    if (op != DISTILL_OP_MAXPOOL && op != DISTILL_OP_AVGPOOL)
+        return seterr(DISTILL_EINVAL, "pool2d '%s': op %d is neither DISTILL_OP_MAXPOOL nor "
+                                      "DISTILL_OP_AVGPOOL",
+                      name ? name : "?", op);
+    return add_pool(m, name, input, op, &o);
 }
 
 int distill_model_add_maxpool(distill_model *m, const char *name, const char *input, int kernel,
                               int stride, int pad)
 {
     CHECK_MODEL(m, "distill_model_add_maxpool");
-    return add_pool(m, name, input, DISTILL_OP_MAXPOOL, kernel, stride, pad);
+    return add_square_pool(m, name, input, DISTILL_OP_MAXPOOL, kernel, stride, pad);
 }
 
 int distill_model_add_avgpool(distill_model *m, const char *name, const char *input, int kernel,
                               int stride, int pad)
 {
     CHECK_MODEL(m, "distill_model_add_avgpool");
-    return add_pool(m, name, input, DISTILL_OP_AVGPOOL, kernel, stride, pad);
+    return add_square_pool(m, name, input, DISTILL_OP_AVGPOOL, kernel, stride, pad);
 }
 
 int distill_model_add_global_avgpool(distill_model *m, const char *name, const char *input)

@@ -24,7 +24,8 @@ typedef struct node {
 
     /* attributes; which are meaningful depends on op */
     int out_channels;       /* conv2d: output channels; linear: out features */
-    int kh, kw, sh, sw, ph, pw, dh, dw; /* conv / pools (pools: kh=kw, sh=sw, ph=pw) */
+    int kh, kw, sh, sw, ph, pw, dh, dw; /* conv / pools (pools: ph, pw are the top and left
+                                           padding; bottom and right follow from dims) */
     int groups;
     int bias;               /* conv2d, linear */
     float eps, momentum;    /* batchnorm */
@@ -52,7 +53,11 @@ typedef struct param {
     size_t offset;          /* into params/grads when trainable, else into stats */
 } param;
 
-struct plan;                /* engine.c */
+struct plan;                /* A pool's bottom and right padding: what its output size needs beyond the
+ * top and left padding (never negative). */
+void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
+
+/* engine.c */
 
 struct distill_model {
     node *nodes;
@@ -101,6 +106,10 @@ static inline float *param_grad(distill_model *m, const param *p)
 void model_init_node(distill_model *m, int i, int scheme, rng *r);
 /* Drop every cached execution plan (after any graph change). */
 void model_invalidate(distill_model *m);
+
+/* A pool's bottom and right padding: what its output size needs beyond the
+ * top and left padding (never negative). */
+void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
 
 /* engine.c */
 void engine_free_plans(distill_model *m);

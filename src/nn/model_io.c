@@ -356,9 +356,24 @@ static int build_node(distill_model *m, const node_rec *r, const char *name)
     case DISTILL_OP_GELU:
         return distill_model_add_gelu(m, name, in[0], r->tanh_approx);
     case DISTILL_OP_MAXPOOL:
-        return distill_model_add_maxpool(m, name, in[0], r->ia[A_KH], r->ia[A_SH], r->ia[A_PH]);
-    case DISTILL_OP_AVGPOOL:
-        return distill_model_add_avgpool(m, name, in[0], r->ia[A_KH], r->ia[A_SH], r->ia[A_PH]);
+    case DISTILL_OP_AVGPOOL: {
+        /* The bottom and right padding are not stored: they are what the
+         * stored output size needs (the reader then checks that size). */
+        distill_pool2d_options o;
+        distill_pool2d_options_init(&o, DISTILL_POOL2D_OPTIONS_VERSION);
+        o.kernel_h = r->ia[A_KH], o.kernel_w = r->ia[A_KW];
+        o.stride_h = r->ia[A_SH], o.stride_w = r->ia[A_SW];
+        o.pad_top = r->ia[A_PH], o.pad_left = r->ia[A_PW];
+        const node *x = &m->nodes[r->inputs[0]];
+        int64_t pb = 0, pr = 0;
+        if (r->rank == 3 && x->rank == 3) {
+            pb = (r->dims[1] - 1) * (int64_t)o.stride_h + o.kernel_h - x->dims[1] - o.pad_top;
+            pr = (r->dims[2] - 1) * (int64_t)o.stride_w + o.kernel_w - x->dims[2] - o.pad_left;
+        }
+        o.pad_bottom = pb < 0 ? 0 : pb > 4096 ? 4097 : (int)pb;
+        o.pad_right = pr < 0 ? 0 : pr > 4096 ? 4097 : (int)pr;
+        return distill_model_add_pool2d(m, name, in[0], (int)r->op, &o);
+    }
     case DISTILL_OP_GLOBAL_AVGPOOL:
         return distill_model_add_global_avgpool(m, name, in[0]);
     case DISTILL_OP_ADD:

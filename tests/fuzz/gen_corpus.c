@@ -153,6 +153,56 @@ static void gen_models(void)
     distill_model_free(m);
 }
 
+/* --------------------------------------------------------------- ONNX */
+
+/* Export m as ONNX and copy the file into the corpus of fuzz_onnx. */
+static void export_onnx(const distill_model *m, const char *name)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s/model.onnx", fz_dir());
+    if (distill_model_export_onnx(m, tmp) != DISTILL_OK)
+        die("distill_model_export_onnx");
+    size_t n;
+    unsigned char *b = slurp(tmp, &n);
+    put("fuzz_onnx", name, b, n);
+    free(b);
+}
+
+/* The models of gen_models() but every_op, whose GELU is the tanh form that
+ * ONNX export refuses.  (corpus/fuzz_onnx/residual_cnn_helper.onnx, with
+ * the patterns PyTorch exports, is the residual CNN that
+ * tests/onnx/test_onnx.py writes with onnx.helper.) */
+static void gen_onnx(void)
+{
+    if (!distill_onnx_available())
+        return;
+    distill_model *m;
+    if (fz_small_cnn(&m, 4, 1, 1) != DISTILL_OK)
+        die("building the small CNN");
+    export_onnx(m, "small_cnn.onnx");
+    distill_model_free(m);
+
+    int64_t f[1] = {6};
+    if (distill_model_create(&m, "x", 1, f) || distill_model_add_linear(m, "h", "x", 5, 1) ||
+        distill_model_add_batchnorm(m, "bn", "h", 1e-3f, 0.2f) ||
+        distill_model_add_relu(m, "r", "bn") || distill_model_add_linear(m, "y", "r", 2, 0) ||
+        distill_model_init_weights(m, DISTILL_INIT_XAVIER_NORMAL, 4))
+        die("building the MLP");
+    export_onnx(m, "mlp.onnx");
+    distill_model_free(m);
+
+    distill_zoo_options z;
+    distill_zoo_options_init(&z, DISTILL_ZOO_OPTIONS_VERSION);
+    z.height = z.width = 8;
+    z.width_mult_pct = 25;
+    z.classes = 4;
+    z.seed = 9;
+    if (distill_zoo_create(&m, "resnet8", &z))
+        die("building resnet8");
+    export_onnx(m, "resnet8_w25.onnx");
+    distill_model_free(m);
+}
+
 /* ---------------------------------------------------------- checkpoints */
 
 static void gen_checkpoints(void)
@@ -409,6 +459,7 @@ int main(int argc, char **argv)
     const char *fmnist = argc > 2 ? argv[2] : "/usr/share/datasets/fashion-mnist";
     distill_set_num_threads(1);
     gen_models();
+    gen_onnx();
     gen_checkpoints();
     gen_idx(fmnist);
     gen_png();

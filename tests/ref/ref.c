@@ -332,15 +332,25 @@ static int setup_node(ref_model *r, int i)
     case DISTILL_OP_AVGPOOL: {
         if (a->rank != 3)
             return fail("ref: pool '%s' on a rank-%d input", nm, a->rank);
-        int k = in->kernel_h, s = in->stride_h, p = in->pad_h;
-        if (in->kernel_w != k || in->stride_w != s || in->pad_w != p)
-            return fail("ref: pool '%s' is not square", nm);
-        if (k < 1 || s < 1 || p < 0 || a->h + 2 * p < k || a->w + 2 * p < k)
+        /* top and left padding are attributes; the bottom and right
+         * padding (0 to half the kernel) are whatever gives the node's
+         * output size, which must be the floor formula's for one of them */
+        int kh = in->kernel_h, kw = in->kernel_w, sh = in->stride_h, sw = in->stride_w;
+        int pt = in->pad_h, pl = in->pad_w;
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || pt < 0 || pl < 0 || pt > kh / 2 ||
+            pl > kw / 2)
             return fail("ref: pool '%s' has bad attributes", nm);
+        int okh = 0, okw = 0;
+        for (int pb = 0; pb <= kh / 2; pb++)
+            okh |= a->h + pt + pb >= kh && (a->h + pt + pb - kh) / sh + 1 == in->dims[1];
+        for (int pr = 0; pr <= kw / 2; pr++)
+            okw |= a->w + pl + pr >= kw && (a->w + pl + pr - kw) / sw + 1 == in->dims[2];
+        if (!okh || !okw)
+            return fail("ref: pool '%s': no bottom/right padding gives its output size", nm);
         nd->rank = 3;
         nd->c = a->c;
-        nd->h = (a->h + 2 * p - k) / s + 1;
-        nd->w = (a->w + 2 * p - k) / s + 1;
+        nd->h = in->dims[1];
+        nd->w = in->dims[2];
         break;
     }
     case DISTILL_OP_GLOBAL_AVGPOOL:
@@ -705,12 +715,15 @@ static void eltwise_forward(const ref_model *r, rnode *nd, int n)
     nd->sig = h;
 }
 
-/* max/avg pooling, square kernel k, stride s, padding p (floor mode) */
+/* max/avg pooling, kernel kh x kw, strides sh, sw, top/left padding pt, pl
+ * (floor mode; the output size fixes the bottom/right padding) */
 static void pool_forward(const ref_model *r, rnode *nd, int n)
 {
     const rnode *a = &r->nodes[nd->in[0]];
     int is_max = nd->info.op == DISTILL_OP_MAXPOOL;
-    int64_t k = nd->info.kernel_h, s = nd->info.stride_h, p = nd->info.pad_h;
+    int64_t kh = nd->info.kernel_h, kw = nd->info.kernel_w;
+    int64_t sh = nd->info.stride_h, sw = nd->info.stride_w;
+    int64_t pt = nd->info.pad_h, pl = nd->info.pad_w;
     int64_t C = a->c, H = a->h, W = a->w, OH = nd->h, OW = nd->w;
     uint64_t h = 0;
     for (int64_t b = 0; b < n; b++)
@@ -719,12 +732,12 @@ static void pool_forward(const ref_model *r, rnode *nd, int n)
                 for (int64_t ox = 0; ox < OW; ox++) {
                     double acc = is_max ? -INFINITY : 0.0, m = 0.0;
                     int64_t arg = -1;
-                    for (int64_t ky = 0; ky < k; ky++) {
-                        int64_t iy = oy * s - p + ky;
+                    for (int64_t ky = 0; ky < kh; ky++) {
+                        int64_t iy = oy * sh - pt + ky;
                         if (iy < 0 || iy >= H)
                             continue;
-                        for (int64_t kx = 0; kx < k; kx++) {
-                            int64_t ix = ox * s - p + kx;
+                        for (int64_t kx = 0; kx < kw; kx++) {
+                            int64_t ix = ox * sw - pl + kx;
                             if (ix < 0 || ix >= W)
                                 continue;
                             size_t xi = (size_t)(((b * C + c) * H + iy) * W + ix);
@@ -732,7 +745,7 @@ static void pool_forward(const ref_model *r, rnode *nd, int n)
                             if (is_max) {
                                 if (v > acc) {
                                     acc = v;
-                                    arg = ky * k + kx;
+                                    arg = ky * kw + kx;
                                 }
                                 if (a->mag[xi] > m)
                                     m = a->mag[xi];
@@ -743,8 +756,8 @@ static void pool_forward(const ref_model *r, rnode *nd, int n)
                         }
                     }
                     if (!is_max) {
-                        acc /= (double)(k * k);
-                        m /= (double)(k * k);
+                        acc /= (double)(kh * kw);
+                        m /= (double)(kh * kw);
                     } else {
                         h = mix(h, (uint64_t)(arg + 1));
                     }

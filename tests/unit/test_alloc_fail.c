@@ -13,6 +13,9 @@
  *   IDX (gzip)     distill_dataset_from_idx on gzip files (zlib's memory),
  *                  a loader with its prefetch thread, one batch
  *   PNG folder     distill_dataset_from_folder on PNGs (libpng's memory)
+ *   ONNX           a small model exported with distill_model_export_onnx and
+ *                  imported with distill_model_import_onnx (protobuf-c's
+ *                  memory), when the library has ONNX support
  *
  * Each run must end in one of two ways: the first failing call returns
  * DISTILL_ENOMEM with a message (later calls are skipped), or every call
@@ -367,6 +370,26 @@ static outcome run_idx(void)
     return o;
 }
 
+static const char *const ONNX_PATH = "alloc_fail_model.onnx";
+
+/* The ONNX path: export, import, one forward. */
+static outcome run_onnx(void)
+{
+    outcome o = {0};
+    distill_model *m = NULL, *r = NULL;
+    distill_tensor *x = NULL, *y = NULL;
+    int64_t xd[4] = {2, 1, 8, 8}, yd[2] = {2, 4};
+    if (STEP(&o, small_model(&m, 4)) && STEP(&o, distill_model_export_onnx(m, ONNX_PATH)) &&
+        STEP(&o, distill_model_import_onnx(&r, ONNX_PATH)) &&
+        STEP(&o, distill_tensor_create(&x, 4, xd)) && STEP(&o, distill_tensor_create(&y, 2, yd)))
+        STEP(&o, distill_model_forward(r, x, DISTILL_MODE_INFERENCE, y));
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(r);
+    distill_model_free(m);
+    return o;
+}
+
 /* The PNG folder path. */
 static outcome run_png(void)
 {
@@ -663,6 +686,15 @@ static void test_fail_png_path(void **state)
     fail_each("PNG folder", run_png);
 }
 
+static void test_fail_onnx_path(void **state)
+{
+    (void)state;
+    if (!distill_onnx_available())
+        skip();
+    fail_each("ONNX (export, import, forward)", run_onnx);
+    unlink(ONNX_PATH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_third_party_memory),
         cmocka_unit_test(test_fail_idx_path),
         cmocka_unit_test(test_fail_png_path),
+        cmocka_unit_test(test_fail_onnx_path),
         cmocka_unit_test(test_fail_distill_path),
         cmocka_unit_test(test_fail_train_path),
     };

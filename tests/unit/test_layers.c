@@ -372,9 +372,55 @@ static const pool_case pool_cases[] = {
     {32, 4, 4, 2, 2, 0, 3},
 };
 
-static int run_pools(int op)
+/* distill_model_add_pool2d: non-square kernels and strides, padding that
+ * differs between the sides (ONNX's SAME_UPPER / SAME_LOWER, asymmetric pads) */
+typedef struct pool2d_case {
+    int c, h, w, kh, kw, sh, sw, pt, pl, pb, pr, n;
+} pool2d_case;
+
+static const pool2d_case pool2d_cases[] = {
+    {3, 6, 6, 2, 2, 1, 1, 0, 0, 1, 1, 2}, /* SAME_UPPER, kernel 2 */
+    {3, 6, 6, 2, 2, 1, 1, 1, 1, 0, 0, 2}, /* SAME_LOWER, kernel 2 */
+    {4, 7, 6, 3, 2, 2, 1, 1, 0, 0, 1, 2}, /* non-square kernel and stride */
+    {2, 5, 8, 3, 3, 2, 2, 0, 1, 1, 1, 1}, /* odd sizes, mixed pads */
+};
+
+static int run_pool2d(int op)
 {
     int failures = 0;
+    for (size_t i = 0; i < sizeof pool2d_cases / sizeof pool2d_cases[0]; i++) {
+        const pool2d_case *k = &pool2d_cases[i];
+        char label[160];
+        snprintf(label, sizeof label, "%s %dx%dx%d k%dx%d s%dx%d pads %d,%d,%d,%d n%d",
+                 op == DISTILL_OP_MAXPOOL ? "maxpool" : "avgpool", k->c, k->h, k->w, k->kh,
+                 k->kw, k->sh, k->sw, k->pt, k->pl, k->pb, k->pr, k->n);
+        distill_model *m = new_model3(k->c, k->h, k->w);
+        distill_pool2d_options o;
+        OK(distill_pool2d_options_init(&o, DISTILL_POOL2D_OPTIONS_VERSION));
+        o.kernel_h = k->kh, o.kernel_w = k->kw, o.stride_h = k->sh, o.stride_w = k->sw;
+        o.pad_top = k->pt, o.pad_left = k->pl, o.pad_bottom = k->pb, o.pad_right = k->pr;
+        OK(distill_model_add_pool2d(m, "pool", "input", op, &o));
+        distill_node_info info;
+        OK(distill_model_find_node(m, "pool", &info));
+        assert_int_equal(info.dims[1], (k->h + k->pt + k->pb - k->kh) / k->sh + 1);
+        assert_int_equal(info.dims[2], (k->w + k->pl + k->pr - k->kw) / k->sw + 1);
+        assert_int_equal(info.pad_h, k->pt);
+        assert_int_equal(info.pad_w, k->pl);
+        /* saved and loaded: the bottom and right padding come back */
+        distill_model *c;
+        OK(distill_model_clone(&c, m));
+        distill_node_info ci;
+        OK(distill_model_find_node(c, "pool", &ci));
+        assert_memory_equal(ci.dims, info.dims, sizeof ci.dims);
+        distill_model_free(c);
+        failures += run(m, k->n, -1, 1, 700 + i + (op == DISTILL_OP_MAXPOOL ? 0 : 50), label);
+    }
+    return failures;
+}
+
+static int run_pools(int op)
+{
+    int failures = run_pool2d(op);
     for (size_t i = 0; i < sizeof pool_cases / sizeof pool_cases[0]; i++) {
         const pool_case *k = &pool_cases[i];
         char label[128];
