@@ -11,7 +11,8 @@
  *     distill_model_export_onnx(student, "student.onnx");
  *
  * Import reads one float32 NCHW (or (N, F)) graph input whose batch dim may
- * be symbolic, opsets 9 to 17 of the default domain, and maps the operators
+ * be symbolic, opsets 9 to 17 of the default domain (and opsets 1 to 20
+ * where each operator is defined as at opset 9 or 17), and maps the operators
  * onto the model's nodes: Conv, BatchNormalization, Relu, Clip (0..6 as
  * relu6, 0.. as relu), LeakyRelu, Gelu and its Erf pattern, MaxPool,
  * AveragePool, GlobalAveragePool, Gemm, MatMul (+ Add), Add, Sub, Mul and

@@ -1267,7 +1267,7 @@ static int op_reshape(ctx *c, const Onnx__NodeProto *nd, const char *name)
             return UNSUP(c, "the input has too many values per image");
         P *= in->dims[d];
     }
-    int64_t t[MAX_RANK];
+    int64_t t[MAX_RANK] = {0}; /* (n >= 1 below; the zeros quiet -Wmaybe-uninitialized) */
     int n = (int)s->numel;
     if (n < 1 || n > MAX_RANK)
         return UNSUP(c, "a target shape of %d dims", n);
@@ -1553,6 +1553,89 @@ static int op_constant(ctx *c, const Onnx__NodeProto *nd)
     return UNSUP(c, "a Constant without a tensor, float(s) or int(s) value");
 }
 
+/* The versions of each operator the importer reads, as ONNX's changelog lists
+ * them up to opset 20 (the opset a model imports selects, for each operator,
+ * its newest version at or below that opset).  The importer is written for
+ * the definitions in force at opsets 9 to 17; a model of an older or newer
+ * opset is read when each of its operators has there the definition it has
+ * at opset 9 (older) or 17 (newer), and Gelu, which exists from opset 20 on. */
+static const struct op_versions {
+    const char *op;
+    unsigned char since[8]; /* ascending, 0-terminated */
+} OP_VERSIONS[] = {
+    {"Add", {1, 6, 7, 13, 14}},
+    {"AveragePool", {1, 7, 10, 11, 19}},
+    {"BatchNormalization", {1, 6, 7, 9, 14, 15}},
+    {"Cast", {1, 6, 9, 13, 19}},
+    {"Clip", {1, 6, 11, 12, 13}},
+    {"Concat", {1, 4, 11, 13}},
+    {"Constant", {1, 9, 11, 12, 13, 19}},
+    {"Conv", {1, 11}},
+    {"Div", {1, 6, 7, 13, 14}},
+    {"Dropout", {1, 6, 7, 10, 12, 13}},
+    {"Erf", {9, 13}},
+    {"Flatten", {1, 9, 11, 13}},
+    {"Gather", {1, 11, 13}},
+    {"Gelu", {20}},
+    {"Gemm", {1, 6, 7, 9, 11, 13}},
+    {"GlobalAveragePool", {1}},
+    {"Identity", {1, 13, 14, 16, 19}},
+    {"LeakyRelu", {1, 6, 16}},
+    {"MatMul", {1, 9, 13}},
+    {"MaxPool", {1, 8, 10, 11, 12}},
+    {"Mul", {1, 6, 7, 13, 14}},
+    {"Pad", {1, 2, 11, 13, 18, 19}},
+    {"Relu", {1, 6, 13, 14}},
+    {"Reshape", {1, 5, 13, 14, 19}},
+    {"Shape", {1, 13, 15, 19}},
+    {"Softmax", {1, 11, 13}},
+    {"Squeeze", {1, 11, 13}},
+    {"Sub", {1, 6, 7, 13, 14}},
+    {"Unsqueeze", {1, 11, 13}},
+};
+
+#define OPSET_MIN 9  /* the importer's own range */
+#define OPSET_MAX 17
+#define OPSET_READ_MAX 20 /* the newest opset OP_VERSIONS knows */
+
+/* The version of `v` that `opset` selects, or 0 if it did not exist yet. */
+static int op_version_at(const struct op_versions *v, int64_t opset)
+{
+    int best = 0;
+    for (size_t k = 0; k < sizeof v->since && v->since[k]; k++)
+        if (v->since[k] <= opset)
+            best = v->since[k];
+    return best;
+}
+
+/* Refuse an operator whose definition at the model's opset is not one the
+ * importer reads.  Unknown operators pass: op_node names them. */
+static int check_op_version(ctx *c, const Onnx__NodeProto *nd)
+{
+    if (!present(nd->op_type) || (present(nd->domain) && strcmp(nd->domain, "ai.onnx") != 0))
+        return DISTILL_OK;
+    for (size_t k = 0; k < sizeof OP_VERSIONS / sizeof OP_VERSIONS[0]; k++) {
+        const struct op_versions *v = &OP_VERSIONS[k];
+        if (strcmp(v->op, nd->op_type) != 0)
+            continue;
+        int have = op_version_at(v, c->opset);
+        if (!strcmp(v->op, "Gelu"))
+            return have ? DISTILL_OK : UNSUP(c, "Gelu before opset 20, where it was added");
+        if (c->opset >= OPSET_MIN && c->opset <= OPSET_MAX)
+            return DISTILL_OK;
+        int64_t ref = c->opset < OPSET_MIN ? OPSET_MIN : OPSET_MAX;
+        int want = op_version_at(v, ref);
+        if (have != want)
+            return UNSUP(c, "opset %lld selects version %d of %s, which differs from the "
+                            "version %d of opset %lld; opsets %d to %d are supported, and "
+                            "others where each operator is defined as there",
+                         (long long)c->opset, have, v->op, want, (long long)ref, OPSET_MIN,
+                         OPSET_MAX);
+        return DISTILL_OK;
+    }
+    return DISTILL_OK;
+}
+
 static int op_node(ctx *c, const Onnx__NodeProto *nd, size_t idx)
 {
     const char *op = nd->op_type ? nd->op_type : "";
@@ -1714,9 +1797,10 @@ static int import_model(ctx *c, Onnx__ModelProto *mp, distill_model **out)
         if (!present(os->domain) || strcmp(os->domain, "ai.onnx") == 0)
             c->opset = os->has_version ? os->version : 0;
     }
-    if (c->opset < 9 || c->opset > 17)
-        return UNSUP(c, "opset %lld of the default domain; opsets 9 to 17 are supported",
-                     (long long)c->opset);
+    if (c->opset < 1 || c->opset > OPSET_READ_MAX)
+        return UNSUP(c, "opset %lld of the default domain; opsets %d to %d are supported (and "
+                        "1 to %d where each operator is defined as there)",
+                     (long long)c->opset, OPSET_MIN, OPSET_MAX, OPSET_READ_MAX);
     /* one value per initializer, input and node output, reserved now */
     size_t cap = g->n_initializer + g->n_input + 1;
     for (size_t k = 0; k < g->n_node; k++)
@@ -1772,12 +1856,14 @@ static int import_model(ctx *c, Onnx__ModelProto *mp, distill_model **out)
     find_gelu(c);
     for (size_t k = 0; k < g->n_node; k++) {
         const Onnx__NodeProto *nd = g->node[k];
-        if (c->skip[k])
-            continue;
         c->nop = present(nd->op_type) ? nd->op_type : "?";
         c->nname = present(nd->name) ? nd->name
                    : nd->n_output && present(nd->output[0]) ? nd->output[0]
                                                              : "(unnamed)";
+        if ((rc = check_op_version(c, nd)))
+            return rc;
+        if (c->skip[k])
+            continue;
         if ((rc = op_node(c, nd, k)))
             return rc;
     }

@@ -239,6 +239,35 @@ if r.returncode != 0:
     print(r.stderr, file=sys.stderr)
     sys.exit("the residual CNN did not import or did not match the reference")
 
+# a head in the other form exporters use: GlobalAveragePool, Squeeze of the
+# two unit axes (axes as an input, opset 13), Gemm
+sq_w = rng.normal(0, 0.5, (5, 4)).astype(np.float32)
+sq_b = rng.normal(0, 0.1, 5).astype(np.float32)
+sq_graph = helper.make_graph(
+    [helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+     helper.make_node("Squeeze", ["g", "sq_axes"], ["f"], name="squeeze"),
+     helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1)],
+    "squeeze_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+    [numpy_helper.from_array(np.array([2, 3], np.int64), "sq_axes"),
+     numpy_helper.from_array(sq_w, "w"), numpy_helper.from_array(sq_b, "b")])
+sq_model = helper.make_model(sq_graph, opset_imports=[helper.make_opsetid("", 13)])
+onnx.checker.check_model(sq_model, full_check=True)
+sq_x = rng.normal(size=(3, 4, 3, 3)).astype(np.float32)
+sq_y = (sq_x.astype(np.float64).mean(axis=(2, 3)) @ sq_w.T.astype(np.float64) + sq_b)
+sdir = os.path.join(WORK, "squeeze_head")
+os.makedirs(os.path.join(sdir, "test_data_set_0"), exist_ok=True)
+onnx.save(sq_model, os.path.join(sdir, "model.onnx"))
+with open(os.path.join(sdir, "test_data_set_0", "input_0.pb"), "wb") as fh:
+    fh.write(numpy_helper.from_array(sq_x, "x").SerializeToString())
+with open(os.path.join(sdir, "test_data_set_0", "output_0.pb"), "wb") as fh:
+    fh.write(numpy_helper.from_array(sq_y.astype(np.float32), "y").SerializeToString())
+r = subprocess.run([RUNNER, "--all-pass", sdir], capture_output=True, text=True)
+print(r.stdout, end="")
+if r.returncode != 0:
+    print(r.stderr, file=sys.stderr)
+    sys.exit("the GlobalAveragePool-Squeeze-Gemm head did not import or did not match")
+
 # node names become model node names (taps name them)
 r = subprocess.run([DISTILL, "summary", "--model", os.path.join(tdir, "model.onnx")],
                    capture_output=True, text=True, check=True)
@@ -271,4 +300,34 @@ r = subprocess.run([DISTILL, "summary", "--model", path], capture_output=True, t
 if r.returncode == 0 or "act1" not in r.stderr or "Tanh" not in r.stderr:
     sys.exit(f"an unsupported operator was not refused by name: {r.stderr}")
 print(f"PASS refusal: {r.stderr.strip()}")
+
+# Opsets outside 9-17 are read only where each operator has the definition it
+# has at opset 9 (older) or 17 (newer): Relu is the same at opset 6 as at 9,
+# Gemm is not (version 7 at opset 8, version 9 at 9); Reshape changed at 19.
+def opset_case(node, inputs, inits, opset):
+    g = helper.make_graph([node], "opset_case",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4])
+                           for n in inputs],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=inits)
+    path = os.path.join(WORK, f"opset_{node.op_type}_{opset}.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return subprocess.run([DISTILL, "summary", "--model", path], capture_output=True, text=True)
+
+r = opset_case(helper.make_node("Relu", ["x"], ["y"], name="r"), ["x"], [], 6)
+if r.returncode != 0:
+    sys.exit(f"Relu at opset 6 (defined as at opset 9) was refused: {r.stderr}")
+w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+b = numpy_helper.from_array(np.zeros((4,), np.float32), "b")
+r = opset_case(helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc"), ["x"], [w, b], 8)
+if r.returncode == 0 or "fc" not in r.stderr or "version 7 of Gemm" not in r.stderr:
+    sys.exit(f"Gemm at opset 8 (version 7) was not refused by name: {r.stderr}")
+shape = numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")
+r = opset_case(helper.make_node("Reshape", ["x", "shape"], ["y"], name="rs"), ["x"], [shape], 19)
+if r.returncode == 0 or "version 19 of Reshape" not in r.stderr:
+    sys.exit(f"Reshape at opset 19 was not refused: {r.stderr}")
+r = opset_case(helper.make_node("Relu", ["x"], ["y"], name="r"), ["x"], [], 21)
+if r.returncode == 0 or "opset 21" not in r.stderr:
+    sys.exit(f"opset 21 was not refused: {r.stderr}")
+print("PASS opsets: Relu at 6 read; Gemm at 8, Reshape at 19 and opset 21 refused")
 print("all ONNX script tests passed")
