@@ -309,6 +309,15 @@ static int prim_step(plan *p, const distill_model *m, int node, const_dnnl_op_de
     return rc ? rc : add_prim(p, m, node, pd, out);
 }
 
+/* Whether pd runs one of oneDNN's reference (not jit) implementations. */
+static int pd_is_ref(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
+        return 0;
+    return strncmp(impl, "ref", 3) == 0;
+}
+
 static const dnnl_memory_desc_t *pd_md(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int idx)
 {
     return dnnl_primitive_desc_query_md(pd, what, idx);
@@ -1203,6 +1212,75 @@ static int grad_accumulate(plan *p, distill_model *m, int node, int pi, int tmp)
     return reorder_step(p, m, node, tmp, g, 1);
 }
 
+/* A buffer holding `buf` in layout `want`: buf itself, or a new buffer
+ * filled by a reorder step appended now. */
+static int in_layout(plan *p, const distill_model *m, int node, int buf,
+                     const dnnl_memory_desc_t *want, int *out)
+{
+    if (dnnl_memory_desc_equal(want, &p->bufs[buf].md)) {
+        *out = buf;
+        return DISTILL_OK;
+    }
+    int rc = new_buf(p, want, BUF_ARENA, NULL, out);
+    return rc ? rc : reorder_step(p, m, node, buf, *out, 0);
+}
+
+/* A conv's backward primitive (data when dw is NULL, else weights), trying
+ * layouts in turn: first the given ones (no reorder), then oneDNN's choice
+ * of the source-side one (diff_src or src), then its choice of both.  The
+ * first that is not oneDNN's reference kernel wins, else the first that
+ * exists.  oneDNN 2.6 has only reference kernels for some pairs the forward
+ * leads to: a plain diff_src beside a blocked diff_dst (a feature adapter's
+ * input), a plain src with fewer than 16 channels (its first-layer layout)
+ * beside a blocked diff_dst; those run some 30 to 3,000 times slower than
+ * the jit kernels plus the reorders. */
+static int conv_bwd_pd(plan *p, const distill_model *m, int i, const dnnl_memory_desc_t *s_md,
+                       const dnnl_memory_desc_t *w_md, const dnnl_memory_desc_t *b_md,
+                       const dnnl_memory_desc_t *d_md, int weights, dnnl_primitive_desc_t *out)
+{
+    const node *n = &m->nodes[i];
+    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
+    dnnl_memory_desc_t s_any, d_any;
+    dnnl_memory_desc_init_by_tag(&s_any, s_md->ndims, s_md->dims, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d_any, d_md->ndims, d_md->dims, dnnl_f32, dnnl_format_tag_any);
+    const dnnl_memory_desc_t *try_s[3] = {s_md, &s_any, &s_any}, *try_d[3] = {d_md, d_md, &d_any};
+    dnnl_primitive_desc_t first = NULL;
+    int rc = DISTILL_OK;
+    for (int k = 0; k < 3; k++) {
+        dnnl_convolution_desc_t cd;
+        dnnl_status_t st =
+            weights ? dnnl_dilated_convolution_backward_weights_desc_init(
+                          &cd, dnnl_convolution_direct, try_s[k], w_md, b_md, try_d[k], strides,
+                          dil, pad, pad)
+                    : dnnl_dilated_convolution_backward_data_desc_init(
+                          &cd, dnnl_convolution_direct, try_s[k], w_md, try_d[k], strides, dil,
+                          pad, pad);
+        dnnl_primitive_desc_t pd;
+        if (st != dnnl_success) {
+            rc = seterr(DISTILL_EBACKEND, "conv2d '%s': %s", n->name, dnnl_status2str(st));
+            continue;
+        }
+        if ((rc = make_pd(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &pd)))
+            continue;
+        if (!pd_is_ref(pd)) {
+            if (first)
+                dnnl_primitive_desc_destroy(first);
+            util_clear_error();
+            *out = pd;
+            return DISTILL_OK;
+        }
+        if (first)
+            dnnl_primitive_desc_destroy(pd);
+        else
+            first = pd;
+    }
+    if (!first)
+        return rc;
+    util_clear_error();
+    *out = first;
+    return DISTILL_OK;
+}
+
 static int bwd_conv(plan *p, distill_model *m, int i)
 {
     const node *n = &m->nodes[i];
@@ -1211,8 +1289,6 @@ static int bwd_conv(plan *p, distill_model *m, int i)
     /* the converted src and weights the forward used */
     int src = f->argb[0], w = f->argb[1];
     dnnl_memory_desc_t src_md = p->bufs[src].md, w_md = p->bufs[w].md, dd = p->bufs[p->diff[i]].md;
-    dnnl_memory_desc_t wany = w_md;
-    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
     int rc;
     /* backward weights: dW (and db) into temporaries, then += into the grad block */
     {
@@ -1220,28 +1296,22 @@ static int bwd_conv(plan *p, distill_model *m, int i)
         dnnl_memory_desc_init_by_tag(&dw_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
         dnnl_dims_t bd = {n->out_channels};
         dnnl_memory_desc_init_by_tag(&db, 1, bd, dnnl_f32, dnnl_a);
-        dnnl_convolution_desc_t cd;
-        DN(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct,
-                                                               &src_md, &dw_any,
-                                                               n->bias ? &db : NULL, &dd, strides,
-                                                               dil, pad, pad),
-           n->name);
+        dnnl_primitive_desc_t pd;
+        if ((rc = conv_bwd_pd(p, m, i, &src_md, &dw_any, n->bias ? &db : NULL, &dd, 1, &pd)))
+            return rc;
+        int bsrc, bdd, dw, dbias = -1;
+        if ((rc = in_layout(p, m, i, src, pd_md(pd, dnnl_query_src_md, 0), &bsrc)) ||
+            (rc = in_layout(p, m, i, p->diff[i], pd_md(pd, dnnl_query_diff_dst_md, 0), &bdd)) ||
+            (rc = new_buf(p, pd_md(pd, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
+            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias)))) {
+            dnnl_primitive_desc_destroy(pd);
+            return rc;
+        }
         step *s;
-        if ((rc = prim_step(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
+        if ((rc = add_prim(p, m, i, pd, &s)))
             return rc;
-        int si = (int)(s - p->steps);
-        const dnnl_memory_desc_t *want_src = qmd(s, dnnl_query_src_md, 0);
-        const dnnl_memory_desc_t *want_dd = qmd(s, dnnl_query_diff_dst_md, 0);
-        if (!dnnl_memory_desc_equal(want_src, &src_md) || !dnnl_memory_desc_equal(want_dd, &dd))
-            return seterr(DISTILL_EBACKEND, "conv2d '%s': backward-weights wants other layouts",
-                          n->name);
-        int dw, dbias = -1;
-        if ((rc = new_buf(p, qmd(s, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
-            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias))))
-            return rc;
-        s = &p->steps[si];
-        step_arg(p, s, DNNL_ARG_SRC, src);
-        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_SRC, bsrc);
+        step_arg(p, s, DNNL_ARG_DIFF_DST, bdd);
         step_arg(p, s, DNNL_ARG_DIFF_WEIGHTS, dw);
         if (n->bias)
             step_arg(p, s, DNNL_ARG_DIFF_BIAS, dbias);
@@ -1260,33 +1330,21 @@ static int bwd_conv(plan *p, distill_model *m, int i)
         if (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias)))
             return rc;
     }
-    (void)wany;
     if (!wants_grad(m, x))
         return DISTILL_OK;
-    /* backward data */
+    /* backward data: into x's gradient, through a temporary and a reorder
+     * when the kernel computes it in another layout than x's output has */
     {
         contrib c;
-        dnnl_memory_desc_t ds_md = p->bufs[p->out[x]].md;
-        /* When x's output is not in the layout the forward converted it to
-         * (a model input kept for its gradient, such as a feature adapter's,
-         * is plain NCHW), the gradient is computed in the forward's layout,
-         * which has a jit kernel, and reordered into x's: oneDNN 2.6 has only
-         * its reference kernel for a plain diff_src beside a blocked
-         * diff_dst (about 3,000 times slower). */
-        int via = !dnnl_memory_desc_equal(&ds_md, &src_md);
-        if (via)
-            ds_md = src_md;
-        dnnl_convolution_desc_t cd;
-        dnnl_memory_desc_t w_any;
+        dnnl_memory_desc_t x_md = p->bufs[p->out[x]].md, w_any;
         dnnl_memory_desc_init_by_tag(&w_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
-        DN(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &ds_md,
-                                                            &w_any, &dd, strides, dil, pad, pad),
-           n->name);
         dnnl_primitive_desc_t pd;
-        if ((rc = make_pd(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &pd)))
+        if ((rc = conv_bwd_pd(p, m, i, &x_md, &w_any, NULL, &dd, 0, &pd)))
             return rc;
         dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
-        int wb = w;
+        dnnl_memory_desc_t want_ds = *pd_md(pd, dnnl_query_diff_src_md, 0);
+        int via = !dnnl_memory_desc_equal(&want_ds, &x_md);
+        int wb = w, bdd, tmp = -1;
         if (!dnnl_memory_desc_equal(&want_w, &w_md)) {
             /* a second copy of the weights in the layout backward-data wants */
             int ext;
@@ -1310,20 +1368,15 @@ static int bwd_conv(plan *p, distill_model *m, int i)
                 return rc;
             }
         }
-        int tmp = -1;
-        if (via) {
-            rc = new_buf(p, &ds_md, BUF_ARENA, NULL, &tmp);
-        } else {
-            rc = contrib_begin(p, x, &c);
-        }
-        if (rc) {
+        if ((rc = in_layout(p, m, i, p->diff[i], pd_md(pd, dnnl_query_diff_dst_md, 0), &bdd)) ||
+            (rc = via ? new_buf(p, &want_ds, BUF_ARENA, NULL, &tmp) : contrib_begin(p, x, &c))) {
             dnnl_primitive_desc_destroy(pd);
             return rc;
         }
         step *s;
         if ((rc = add_prim(p, m, i, pd, &s)))
             return rc;
-        step_arg(p, s, DNNL_ARG_DIFF_DST, p->diff[i]);
+        step_arg(p, s, DNNL_ARG_DIFF_DST, bdd);
         step_arg(p, s, DNNL_ARG_WEIGHTS, wb);
         step_arg(p, s, DNNL_ARG_DIFF_SRC, via ? tmp : c.target);
         return via ? contrib_copy(p, m, i, x, tmp) : contrib_end(p, m, i, x, &c);
