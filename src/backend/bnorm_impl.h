@@ -7,6 +7,7 @@
 #include "bnorm.h"
 
 #include <math.h>
+#include <string.h>
 
 size_t BN_NAME(bn_reduce_doubles)(const bn_view *v);
 void BN_NAME(bn_forward_train)(const bn_view *v, const float *x, float *y, const float *gamma,
@@ -60,7 +61,7 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
  * Channels past C in the last block are padding: their coefficients are 0,
  * so their outputs are 0.
  */
-#define BLOCK_FNS(SUFFIX, CBEXPR)                                                              \
+#define SUM_FNS(SUFFIX, CBEXPR)                                                              \
     static void stats_##SUFFIX(const bn_view *v, const float *x, int64_t n, int64_t k,         \
                                const float *sk, double *o1, double *o2)                        \
     {                                                                                          \
@@ -89,24 +90,6 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
             o1[ci] = a1[ci];                                                                   \
             o2[ci] = a2[ci];                                                                   \
         }                                                                                      \
-    }                                                                                          \
-    static void norm_##SUFFIX(const bn_view *v, const float *x, float *y, int64_t n,           \
-                              int64_t k, const float *ca, const float *cb_, int relu)          \
-    {                                                                                          \
-        const int64_t CB = (CBEXPR);                                                           \
-        float a[64], b[64];                                                                    \
-        for (int64_t ci = 0; ci < CB; ci++)                                                    \
-            a[ci] = ca[ci], b[ci] = cb_[ci];                                                   \
-        for (int64_t h = 0; h < v->h; h++)                                                     \
-            for (int64_t w = 0; w < v->w; w++) {                                               \
-                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
-                const float *p = x + off;                                                      \
-                float *q = y + off;                                                            \
-                for (int64_t ci = 0; ci < CB; ci++) {                                          \
-                    float t = p[ci] * a[ci] + b[ci];                                           \
-                    q[ci] = relu && !(t > 0.0f) ? 0.0f : t;                                    \
-                }                                                                              \
-            }                                                                                  \
     }                                                                                          \
     static void gsums_##SUFFIX(const bn_view *v, const float *x, const float *dy, int64_t n,  \
                                int64_t k, const float *mk, const float *ca, const float *cb_,  \
@@ -138,6 +121,23 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
             o1[ci] = a1[ci];                                                                   \
             o2[ci] = a2[ci];                                                                   \
         }                                                                                      \
+    }
+
+#define SCALAR_FNS(SUFFIX, CBEXPR)                                                             \
+    static void norm_##SUFFIX(const bn_view *v, const float *x, float *y, int64_t n,           \
+                              int64_t k, const float *ca, const float *cb_, int relu)          \
+    {                                                                                          \
+        const int64_t CB = (CBEXPR);                                                           \
+        for (int64_t h = 0; h < v->h; h++)                                                     \
+            for (int64_t w = 0; w < v->w; w++) {                                               \
+                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
+                const float *p = x + off;                                                      \
+                float *q = y + off;                                                            \
+                for (int64_t ci = 0; ci < CB; ci++) {                                          \
+                    float t = p[ci] * ca[ci] + cb_[ci];                                        \
+                    q[ci] = relu && !(t > 0.0f) ? 0.0f : t;                                    \
+                }                                                                              \
+            }                                                                                  \
     }                                                                                          \
     static void dx_##SUFFIX(const bn_view *v, const float *x, const float *dy, float *dx,      \
                             int64_t n, int64_t k, const float *k1, const float *k2,            \
@@ -162,9 +162,75 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
             }                                                                                  \
     }
 
-BLOCK_FNS(b16, 16)
-BLOCK_FNS(b8, 8)
-BLOCK_FNS(any, v->cb)
+/*
+ * The elementwise passes (normalize, input gradient) for blocks of 8 or 16
+ * channels, written with 8-float vectors: the compiler leaves the loops
+ * above scalar.  Each operation is the scalar one lane by lane, and the
+ * forward and the backward (which recomputes the ReLU mask) use the same
+ * expression for the pre-ReLU value.
+ */
+typedef float bn_v8 __attribute__((vector_size(32)));
+typedef int bn_i8 __attribute__((vector_size(32)));
+
+/* Vectors pass through memory and macros, not function arguments, so that
+ * the baseline instance (no AVX) has no vector calling convention. */
+#define LD8(dst, p) memcpy(&(dst), (p), sizeof(bn_v8))
+#define ST8(p, src) memcpy((p), &(src), sizeof(bn_v8))
+/* v where mask is set, else +0 */
+#define KEEP8(v, mask) ((bn_v8)((bn_i8)(v) & (mask)))
+
+#define VEC_FNS(SUFFIX, NV)                                                                    \
+    static void norm_##SUFFIX(const bn_view *v, const float *x, float *y, int64_t n,           \
+                              int64_t k, const float *ca, const float *cb_, int relu)          \
+    {                                                                                          \
+        bn_v8 a[NV], b[NV], zero = {0};                                                        \
+        for (int j = 0; j < NV; j++)                                                           \
+            LD8(a[j], ca + 8 * j), LD8(b[j], cb_ + 8 * j);                                     \
+        for (int64_t h = 0; h < v->h; h++)                                                     \
+            for (int64_t w = 0; w < v->w; w++) {                                               \
+                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
+                for (int j = 0; j < NV; j++) {                                                 \
+                    bn_v8 t;                                                                   \
+                    LD8(t, x + off + 8 * j);                                                   \
+                    t = t * a[j] + b[j];                                                       \
+                    if (relu)                                                                  \
+                        t = KEEP8(t, t > zero);                                                \
+                    ST8(y + off + 8 * j, t);                                                   \
+                }                                                                              \
+            }                                                                                  \
+    }                                                                                          \
+    static void dx_##SUFFIX(const bn_view *v, const float *x, const float *dy, float *dx,      \
+                            int64_t n, int64_t k, const float *k1, const float *k2,            \
+                            const float *k3, const float *mk, const float *ca,                 \
+                            const float *cb_, int relu)                                        \
+    {                                                                                          \
+        bn_v8 a[NV], b[NV], e[NV], m[NV], sa[NV], sb[NV], zero = {0};                          \
+        for (int j = 0; j < NV; j++)                                                           \
+            LD8(a[j], k1 + 8 * j), LD8(b[j], k2 + 8 * j), LD8(e[j], k3 + 8 * j),               \
+            LD8(m[j], mk + 8 * j), LD8(sa[j], ca + 8 * j), LD8(sb[j], cb_ + 8 * j);            \
+        for (int64_t h = 0; h < v->h; h++)                                                     \
+            for (int64_t w = 0; w < v->w; w++) {                                               \
+                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
+                for (int j = 0; j < NV; j++) {                                                 \
+                    bn_v8 p, g, r;                                                             \
+                    LD8(p, x + off + 8 * j);                                                   \
+                    LD8(g, dy + off + 8 * j);                                                  \
+                    if (relu) {                                                                \
+                        bn_v8 u = p * sa[j] + sb[j];                                           \
+                        g = KEEP8(g, u > zero);                                                \
+                    }                                                                          \
+                    r = a[j] * (g - b[j] - (p - m[j]) * e[j]);                                 \
+                    ST8(dx + off + 8 * j, r);                                                  \
+                }                                                                              \
+            }                                                                                  \
+    }
+
+SUM_FNS(b16, 16)
+SUM_FNS(b8, 8)
+SUM_FNS(any, v->cb)
+VEC_FNS(b16, 2)
+VEC_FNS(b8, 1)
+SCALAR_FNS(any, v->cb)
 
 typedef struct kernels {
     void (*stats)(const bn_view *, const float *, int64_t, int64_t, const float *, double *,
