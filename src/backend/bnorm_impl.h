@@ -163,9 +163,9 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
     }
 
 /*
- * The elementwise passes (normalize, input gradient) for blocks of 8 or 16
- * channels, written with 8-float vectors: the compiler leaves the loops
- * above scalar.  Each operation is the scalar one lane by lane, and the
+ * The four passes for blocks of 8 or 16 channels, written with 8-float
+ * vectors (the compiler leaves some of the loops above scalar).  The sums
+ * run in the same order as above.  Each operation is the scalar one lane by lane, and the
  * forward and the backward (which recomputes the ReLU mask) use the same
  * expression for the pre-ReLU value.
  */
@@ -180,6 +180,66 @@ typedef int bn_i8 __attribute__((vector_size(32)));
 #define KEEP8(v, mask) ((bn_v8)((bn_i8)(v) & (mask)))
 
 #define VEC_FNS(SUFFIX, NV)                                                                    \
+    static void stats_##SUFFIX(const bn_view *v, const float *x, int64_t n, int64_t k,         \
+                               const float *sk, double *o1, double *o2)                        \
+    {                                                                                          \
+        double a1[8 * NV] = {0}, a2[8 * NV] = {0};                                             \
+        bn_v8 K[NV];                                                                           \
+        for (int j = 0; j < NV; j++)                                                           \
+            LD8(K[j], sk + 8 * j);                                                             \
+        for (int64_t h = 0; h < v->h; h++) {                                                   \
+            bn_v8 r1[NV] = {{0}}, r2[NV] = {{0}};                                              \
+            const float *row = x + n * v->sn + k * v->sc + h * v->sh;                          \
+            for (int64_t w = 0; w < v->w; w++)                                                 \
+                for (int j = 0; j < NV; j++) {                                                 \
+                    bn_v8 d;                                                                   \
+                    LD8(d, row + w * v->sw + 8 * j);                                           \
+                    d -= K[j];                                                                 \
+                    r1[j] += d;                                                                \
+                    r2[j] += d * d;                                                            \
+                }                                                                              \
+            for (int j = 0; j < NV; j++)                                                       \
+                for (int l = 0; l < 8; l++) {                                                  \
+                    a1[8 * j + l] += r1[j][l];                                                 \
+                    a2[8 * j + l] += r2[j][l];                                                 \
+                }                                                                              \
+        }                                                                                      \
+        memcpy(o1, a1, sizeof a1);                                                             \
+        memcpy(o2, a2, sizeof a2);                                                             \
+    }                                                                                          \
+    static void gsums_##SUFFIX(const bn_view *v, const float *x, const float *dy, int64_t n,  \
+                               int64_t k, const float *mk, const float *ca, const float *cb_,  \
+                               int relu, double *o1, double *o2)                               \
+    {                                                                                          \
+        double a1[8 * NV] = {0}, a2[8 * NV] = {0};                                             \
+        bn_v8 m[NV], sa[NV], sb[NV], zero = {0};                                               \
+        for (int j = 0; j < NV; j++)                                                           \
+            LD8(m[j], mk + 8 * j), LD8(sa[j], ca + 8 * j), LD8(sb[j], cb_ + 8 * j);            \
+        for (int64_t h = 0; h < v->h; h++) {                                                   \
+            bn_v8 r1[NV] = {{0}}, r2[NV] = {{0}};                                              \
+            for (int64_t w = 0; w < v->w; w++) {                                               \
+                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
+                for (int j = 0; j < NV; j++) {                                                 \
+                    bn_v8 p, g;                                                                \
+                    LD8(p, x + off + 8 * j);                                                   \
+                    LD8(g, dy + off + 8 * j);                                                  \
+                    if (relu) {                                                                \
+                        bn_v8 u = p * sa[j] + sb[j];                                           \
+                        g = KEEP8(g, u > zero);                                                \
+                    }                                                                          \
+                    r1[j] += g;                                                                \
+                    r2[j] += g * (p - m[j]);                                                   \
+                }                                                                              \
+            }                                                                                  \
+            for (int j = 0; j < NV; j++)                                                       \
+                for (int l = 0; l < 8; l++) {                                                  \
+                    a1[8 * j + l] += r1[j][l];                                                 \
+                    a2[8 * j + l] += r2[j][l];                                                 \
+                }                                                                              \
+        }                                                                                      \
+        memcpy(o1, a1, sizeof a1);                                                             \
+        memcpy(o2, a2, sizeof a2);                                                             \
+    }                                                                                          \
     static void norm_##SUFFIX(const bn_view *v, const float *x, float *y, int64_t n,           \
                               int64_t k, const float *ca, const float *cb_, int relu)          \
     {                                                                                          \
@@ -225,8 +285,6 @@ typedef int bn_i8 __attribute__((vector_size(32)));
             }                                                                                  \
     }
 
-SUM_FNS(b16, 16)
-SUM_FNS(b8, 8)
 SUM_FNS(any, v->cb)
 VEC_FNS(b16, 2)
 VEC_FNS(b8, 1)
