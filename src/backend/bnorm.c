@@ -7,15 +7,6 @@
 #include "bnorm_impl.h"
 
 #if defined(DISTILL_BNORM_AVX2)
-size_t bn_reduce_doubles_avx2(const bn_view *v);
-void bn_forward_train_avx2(const bn_view *v, const float *x, float *y, const float *gamma,
-                           const float *beta, float eps, int relu, float *mean, float *var,
-                           float *coef, double *red);
-void bn_backward_avx2(const bn_view *v, const float *x, const float *dy, float *dx,
-                      const float *gamma, const float *mean, const float *var,
-                      const float *coef, float eps, int relu, float *dgamma, float *dbeta,
-                      double *red);
-
 static int use_avx2(void)
 {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

@@ -58,4 +58,19 @@ void bn_backward(const bn_view *v, const float *x, const float *dy, float *dx,
                  const float *gamma, const float *mean, const float *var, const float *coef,
                  float eps, int relu, float *dgamma, float *dbeta, double *red);
 
+/* The instances behind the two functions above: the baseline one (always
+ * built) and the AVX2 one (built with DISTILL_BNORM_AVX2); bnorm.c picks one
+ * at run time.  bnorm_impl.h defines them. */
+#define BN_DECLARE_INSTANCE(sfx)                                                              \
+    size_t bn_reduce_doubles_##sfx(const bn_view *v);                                       \
+    void bn_forward_train_##sfx(const bn_view *v, const float *x, float *y,                 \
+                                const float *gamma, const float *beta, float eps, int relu, \
+                                float *mean, float *var, float *coef, double *red);         \
+    void bn_backward_##sfx(const bn_view *v, const float *x, const float *dy, float *dx,    \
+                           const float *gamma, const float *mean, const float *var,         \
+                           const float *coef, float eps, int relu, float *dgamma,           \
+                           float *dbeta, double *red);
+BN_DECLARE_INSTANCE(base)
+BN_DECLARE_INSTANCE(avx2)
+
 #endif

@@ -2,21 +2,12 @@
  * bnorm_impl.h - the BatchNorm kernels of bnorm.h, compiled once per
  * instruction set: bnorm.c includes it for the baseline, bnorm_avx2.c for
  * AVX2 with FMA, and bnorm.c dispatches at run time.  BN_NAME(f) names the
- * instance's functions.
+ * instance's functions, which bnorm.h declares.
  */
 #include "bnorm.h"
 
 #include <math.h>
 #include <string.h>
-
-size_t BN_NAME(bn_reduce_doubles)(const bn_view *v);
-void BN_NAME(bn_forward_train)(const bn_view *v, const float *x, float *y, const float *gamma,
-                               const float *beta, float eps, int relu, float *mean, float *var,
-                               float *coef, double *red);
-void BN_NAME(bn_backward)(const bn_view *v, const float *x, const float *dy, float *dx,
-                          const float *gamma, const float *mean, const float *var,
-                          const float *coef, float eps, int relu, float *dgamma, float *dbeta,
-                          double *red);
 
 /* below this many elements the kernels run on the calling thread */
 #define PAR_MIN 32768
@@ -179,6 +170,14 @@ typedef int bn_i8 __attribute__((vector_size(32)));
 /* v where mask is set, else +0 */
 #define KEEP8(v, mask) ((bn_v8)((bn_i8)(v) & (mask)))
 
+/* a[8j + l] += r[j][l]: a row's float sums into the double ones */
+static void fold8(double *a, const bn_v8 *r, int nv)
+{
+    for (int j = 0; j < nv; j++)
+        for (int l = 0; l < 8; l++)
+            a[8 * j + l] += r[j][l];
+}
+
 #define VEC_FNS(SUFFIX, NV)                                                                    \
     static void stats_##SUFFIX(const bn_view *v, const float *x, int64_t n, int64_t k,         \
                                const float *sk, double *o1, double *o2)                        \
@@ -198,11 +197,8 @@ typedef int bn_i8 __attribute__((vector_size(32)));
                     r1[j] += d;                                                                \
                     r2[j] += d * d;                                                            \
                 }                                                                              \
-            for (int j = 0; j < NV; j++)                                                       \
-                for (int l = 0; l < 8; l++) {                                                  \
-                    a1[8 * j + l] += r1[j][l];                                                 \
-                    a2[8 * j + l] += r2[j][l];                                                 \
-                }                                                                              \
+            fold8(a1, r1, NV);                                                                 \
+            fold8(a2, r2, NV);                                                                 \
         }                                                                                      \
         memcpy(o1, a1, sizeof a1);                                                             \
         memcpy(o2, a2, sizeof a2);                                                             \
@@ -231,11 +227,8 @@ typedef int bn_i8 __attribute__((vector_size(32)));
                     r2[j] += g * (p - m[j]);                                                   \
                 }                                                                              \
             }                                                                                  \
-            for (int j = 0; j < NV; j++)                                                       \
-                for (int l = 0; l < 8; l++) {                                                  \
-                    a1[8 * j + l] += r1[j][l];                                                 \
-                    a2[8 * j + l] += r2[j][l];                                                 \
-                }                                                                              \
+            fold8(a1, r1, NV);                                                                 \
+            fold8(a2, r2, NV);                                                                 \
         }                                                                                      \
         memcpy(o1, a1, sizeof a1);                                                             \
         memcpy(o2, a2, sizeof a2);                                                             \

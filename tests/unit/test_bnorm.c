@@ -21,15 +21,6 @@
 
 #include "backend/bnorm.h"
 
-/* the baseline instance, which bnorm.c always builds */
-void bn_forward_train_base(const bn_view *v, const float *x, float *y, const float *gamma,
-                           const float *beta, float eps, int relu, float *mean, float *var,
-                           float *coef, double *red);
-void bn_backward_base(const bn_view *v, const float *x, const float *dy, float *dx,
-                      const float *gamma, const float *mean, const float *var,
-                      const float *coef, float eps, int relu, float *dgamma, float *dbeta,
-                      double *red);
-
 typedef void (*fwd_fn)(const bn_view *, const float *, float *, const float *, const float *,
                        float, int, float *, float *, float *, double *);
 typedef void (*bwd_fn)(const bn_view *, const float *, const float *, float *, const float *,
