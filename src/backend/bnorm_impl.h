@@ -44,121 +44,120 @@ static void zero_padding(const bn_view *v, float *y, int64_t n)
 }
 
 /*
- * The kernels for a block of CB channels (CB a compile-time constant in the
- * blocked instances, so that a pixel's CB channels sit in vector
- * registers).  Sums run in float along one row of W pixels, then in double
- * across rows and images: a float sum of a few dozen terms loses nothing
- * that matters, and the long sums are where single precision fails.
- * Channels past C in the last block are padding: their coefficients are 0,
- * so their outputs are 0.
+ * The kernels for any block of CB channels (cb in the view; the vector
+ * kernels below take blocks of 8 and 16).  Sums run in float along one row
+ * of W pixels, then in double across rows and images: a float sum of a few
+ * dozen terms loses nothing that matters, and the long sums are where
+ * single precision fails. Channels past C in the last block are padding:
+ * their coefficients are 0, so their outputs are 0.
  */
-#define SUM_FNS(SUFFIX, CBEXPR)                                                              \
-    static void stats_##SUFFIX(const bn_view *v, const float *x, int64_t n, int64_t k,         \
-                               const float *sk, double *o1, double *o2)                        \
-    {                                                                                          \
-        const int64_t CB = (CBEXPR);                                                           \
-        double a1[64] = {0}, a2[64] = {0};                                                     \
-        float K[64];                                                                           \
-        for (int64_t ci = 0; ci < CB; ci++)                                                    \
-            K[ci] = sk[ci];                                                                    \
-        for (int64_t h = 0; h < v->h; h++) {                                                   \
-            float r1[64] = {0}, r2[64] = {0};                                                  \
-            const float *row = x + n * v->sn + k * v->sc + h * v->sh;                          \
-            for (int64_t w = 0; w < v->w; w++) {                                               \
-                const float *p = row + w * v->sw;                                              \
-                for (int64_t ci = 0; ci < CB; ci++) {                                          \
-                    float d = p[ci] - K[ci];                                                   \
-                    r1[ci] += d;                                                               \
-                    r2[ci] += d * d;                                                           \
-                }                                                                              \
-            }                                                                                  \
-            for (int64_t ci = 0; ci < CB; ci++) {                                              \
-                a1[ci] += r1[ci];                                                              \
-                a2[ci] += r2[ci];                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int64_t ci = 0; ci < CB; ci++) {                                                  \
-            o1[ci] = a1[ci];                                                                   \
-            o2[ci] = a2[ci];                                                                   \
-        }                                                                                      \
-    }                                                                                          \
-    static void gsums_##SUFFIX(const bn_view *v, const float *x, const float *dy, int64_t n,  \
-                               int64_t k, const float *mk, const float *ca, const float *cb_,  \
-                               int relu, double *o1, double *o2)                               \
-    {                                                                                          \
-        const int64_t CB = (CBEXPR);                                                           \
-        double a1[64] = {0}, a2[64] = {0};                                                     \
-        float m[64], sa[64], sb[64];                                                           \
-        for (int64_t ci = 0; ci < CB; ci++)                                                    \
-            m[ci] = mk[ci], sa[ci] = ca[ci], sb[ci] = cb_[ci];                                 \
-        for (int64_t h = 0; h < v->h; h++) {                                                   \
-            float r1[64] = {0}, r2[64] = {0};                                                  \
-            for (int64_t w = 0; w < v->w; w++) {                                               \
-                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
-                const float *p = x + off, *g = dy + off;                                       \
-                for (int64_t ci = 0; ci < CB; ci++) {                                          \
-                    float u = p[ci] * sa[ci] + sb[ci];                                         \
-                    float t = relu && !(u > 0.0f) ? 0.0f : g[ci];                              \
-                    r1[ci] += t;                                                               \
-                    r2[ci] += t * (p[ci] - m[ci]);                                             \
-                }                                                                              \
-            }                                                                                  \
-            for (int64_t ci = 0; ci < CB; ci++) {                                              \
-                a1[ci] += r1[ci];                                                              \
-                a2[ci] += r2[ci];                                                              \
-            }                                                                                  \
-        }                                                                                      \
-        for (int64_t ci = 0; ci < CB; ci++) {                                                  \
-            o1[ci] = a1[ci];                                                                   \
-            o2[ci] = a2[ci];                                                                   \
-        }                                                                                      \
+static void stats_any(const bn_view *v, const float *x, int64_t n, int64_t k,
+                      const float *sk, double *o1, double *o2)
+{
+    const int64_t CB = v->cb;
+    double a1[64] = {0}, a2[64] = {0};
+    float K[64];
+    for (int64_t ci = 0; ci < CB; ci++)
+        K[ci] = sk[ci];
+    for (int64_t h = 0; h < v->h; h++) {
+        float r1[64] = {0}, r2[64] = {0};
+        const float *row = x + n * v->sn + k * v->sc + h * v->sh;
+        for (int64_t w = 0; w < v->w; w++) {
+            const float *p = row + w * v->sw;
+            for (int64_t ci = 0; ci < CB; ci++) {
+                float d = p[ci] - K[ci];
+                r1[ci] += d;
+                r2[ci] += d * d;
+            }
+        }
+        for (int64_t ci = 0; ci < CB; ci++) {
+            a1[ci] += r1[ci];
+            a2[ci] += r2[ci];
+        }
     }
+    for (int64_t ci = 0; ci < CB; ci++) {
+        o1[ci] = a1[ci];
+        o2[ci] = a2[ci];
+    }
+}
 
-#define SCALAR_FNS(SUFFIX, CBEXPR)                                                             \
-    static void norm_##SUFFIX(const bn_view *v, const float *x, float *y, int64_t n,           \
-                              int64_t k, const float *ca, const float *cb_, int relu)          \
-    {                                                                                          \
-        const int64_t CB = (CBEXPR);                                                           \
-        for (int64_t h = 0; h < v->h; h++)                                                     \
-            for (int64_t w = 0; w < v->w; w++) {                                               \
-                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
-                const float *p = x + off;                                                      \
-                float *q = y + off;                                                            \
-                for (int64_t ci = 0; ci < CB; ci++) {                                          \
-                    float t = p[ci] * ca[ci] + cb_[ci];                                        \
-                    q[ci] = relu && !(t > 0.0f) ? 0.0f : t;                                    \
-                }                                                                              \
-            }                                                                                  \
-    }                                                                                          \
-    static void dx_##SUFFIX(const bn_view *v, const float *x, const float *dy, float *dx,      \
-                            int64_t n, int64_t k, const float *k1, const float *k2,            \
-                            const float *k3, const float *mk, const float *ca,                 \
-                            const float *cb_, int relu)                                        \
-    {                                                                                          \
-        const int64_t CB = (CBEXPR);                                                           \
-        float a[64], b[64], e[64], m[64], sa[64], sb[64];                                      \
-        for (int64_t ci = 0; ci < CB; ci++)                                                    \
-            a[ci] = k1[ci], b[ci] = k2[ci], e[ci] = k3[ci], m[ci] = mk[ci], sa[ci] = ca[ci],   \
-            sb[ci] = cb_[ci];                                                                  \
-        for (int64_t h = 0; h < v->h; h++)                                                     \
-            for (int64_t w = 0; w < v->w; w++) {                                               \
-                int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;                   \
-                const float *p = x + off, *g = dy + off;                                       \
-                float *q = dx + off;                                                           \
-                for (int64_t ci = 0; ci < CB; ci++) {                                          \
-                    float u = p[ci] * sa[ci] + sb[ci];                                         \
-                    float t = relu && !(u > 0.0f) ? 0.0f : g[ci];                              \
-                    q[ci] = a[ci] * (t - b[ci] - (p[ci] - m[ci]) * e[ci]);                     \
-                }                                                                              \
-            }                                                                                  \
+static void gsums_any(const bn_view *v, const float *x, const float *dy, int64_t n,
+                      int64_t k, const float *mk, const float *ca, const float *cb_,
+                      int relu, double *o1, double *o2)
+{
+    const int64_t CB = v->cb;
+    double a1[64] = {0}, a2[64] = {0};
+    float m[64], sa[64], sb[64];
+    for (int64_t ci = 0; ci < CB; ci++)
+        m[ci] = mk[ci], sa[ci] = ca[ci], sb[ci] = cb_[ci];
+    for (int64_t h = 0; h < v->h; h++) {
+        float r1[64] = {0}, r2[64] = {0};
+        for (int64_t w = 0; w < v->w; w++) {
+            int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;
+            const float *p = x + off, *g = dy + off;
+            for (int64_t ci = 0; ci < CB; ci++) {
+                float u = p[ci] * sa[ci] + sb[ci];
+                float t = relu && !(u > 0.0f) ? 0.0f : g[ci];
+                r1[ci] += t;
+                r2[ci] += t * (p[ci] - m[ci]);
+            }
+        }
+        for (int64_t ci = 0; ci < CB; ci++) {
+            a1[ci] += r1[ci];
+            a2[ci] += r2[ci];
+        }
     }
+    for (int64_t ci = 0; ci < CB; ci++) {
+        o1[ci] = a1[ci];
+        o2[ci] = a2[ci];
+    }
+}
+
+static void norm_any(const bn_view *v, const float *x, float *y, int64_t n,
+                     int64_t k, const float *ca, const float *cb_, int relu)
+{
+    const int64_t CB = v->cb;
+    for (int64_t h = 0; h < v->h; h++)
+        for (int64_t w = 0; w < v->w; w++) {
+            int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;
+            const float *p = x + off;
+            float *q = y + off;
+            for (int64_t ci = 0; ci < CB; ci++) {
+                float t = p[ci] * ca[ci] + cb_[ci];
+                q[ci] = relu && !(t > 0.0f) ? 0.0f : t;
+            }
+        }
+}
+
+static void dx_any(const bn_view *v, const float *x, const float *dy, float *dx,
+                   int64_t n, int64_t k, const float *k1, const float *k2,
+                   const float *k3, const float *mk, const float *ca,
+                   const float *cb_, int relu)
+{
+    const int64_t CB = v->cb;
+    float a[64], b[64], e[64], m[64], sa[64], sb[64];
+    for (int64_t ci = 0; ci < CB; ci++)
+        a[ci] = k1[ci], b[ci] = k2[ci], e[ci] = k3[ci], m[ci] = mk[ci], sa[ci] = ca[ci],
+        sb[ci] = cb_[ci];
+    for (int64_t h = 0; h < v->h; h++)
+        for (int64_t w = 0; w < v->w; w++) {
+            int64_t off = n * v->sn + k * v->sc + h * v->sh + w * v->sw;
+            const float *p = x + off, *g = dy + off;
+            float *q = dx + off;
+            for (int64_t ci = 0; ci < CB; ci++) {
+                float u = p[ci] * sa[ci] + sb[ci];
+                float t = relu && !(u > 0.0f) ? 0.0f : g[ci];
+                q[ci] = a[ci] * (t - b[ci] - (p[ci] - m[ci]) * e[ci]);
+            }
+        }
+}
 
 /*
  * The four passes for blocks of 8 or 16 channels, written with 8-float
- * vectors (the compiler leaves some of the loops above scalar).  The sums
- * run in the same order as above.  Each operation is the scalar one lane by lane, and the
- * forward and the backward (which recomputes the ReLU mask) use the same
- * expression for the pre-ReLU value.
+ * vectors (the compiler leaves some of the loops above scalar).  Each
+ * operation is the scalar one lane by lane, the sums run in the same order,
+ * and the forward and the backward (which recomputes the ReLU mask) use the
+ * same expression for the pre-ReLU value.
  */
 typedef float bn_v8 __attribute__((vector_size(32)));
 typedef int bn_i8 __attribute__((vector_size(32)));
@@ -278,10 +277,8 @@ static void fold8(double *a, const bn_v8 *r, int nv)
             }                                                                                  \
     }
 
-SUM_FNS(any, v->cb)
 VEC_FNS(b16, 2)
 VEC_FNS(b8, 1)
-SCALAR_FNS(any, v->cb)
 
 typedef struct kernels {
     void (*stats)(const bn_view *, const float *, int64_t, int64_t, const float *, double *,
