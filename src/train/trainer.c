@@ -633,22 +633,36 @@ static int train_step(distill_trainer *tr, const distill_tensor *images, const i
     double lr;
     if ((rc = set_lr(tr, &lr)))
         goto restore;
-    {
+    /* Every gradient (the student's and each adapter's) is checked before
+     * any optimizer moves a weight, so a failed step changes nothing. */
+    for (int k = -1; k < tr->n_terms; k++) {
+        distill_model *m = k < 0 ? tr->student : tr->terms[k].adapter;
+        if (!m)
+            continue;
         size_t ng;
-        const float *g = distill_model_grad_block(tr->student, &ng);
+        const float *g = distill_model_grad_block(m, &ng);
         if (!all_finite(g, ng)) {
             if (tr->o.skip_nonfinite)
                 goto skip;
-            rc = seterr(DISTILL_ENONFINITE, "a gradient is not finite at step %lld",
-                        (long long)tr->step);
+            rc = seterr(DISTILL_ENONFINITE, "a gradient %s%s%sis not finite at step %lld",
+                        k < 0 ? "" : "of the adapter of loss '", k < 0 ? "" : tr->term_names[k],
+                        k < 0 ? "" : "' ", (long long)tr->step);
             goto restore;
         }
     }
+    /* An optimizer's step fails only on a non-finite gradient or on
+     * parameters changed under it; distill_optimizer_check_finite() tests
+     * both without moving anything, so the adapters' steps, which come
+     * after the student's, cannot fail once it has passed. */
+    for (int k = 0; k < tr->n_terms; k++)
+        if (tr->terms[k].adapter_opt &&
+            (rc = distill_optimizer_check_finite(tr->terms[k].adapter_opt)))
+            goto restore;
     if ((rc = distill_optimizer_step(tr->opt)))
         goto restore;
     for (int k = 0; k < tr->n_terms; k++)
         if (tr->terms[k].adapter_opt && (rc = distill_optimizer_step(tr->terms[k].adapter_opt)))
-            return rc;
+            goto restore;
     tr->step++;
     if (loss_out)
         *loss_out = total;
