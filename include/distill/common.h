@@ -83,6 +83,9 @@ DISTILL_API int distill_version_number(void);
  * Set the number of threads used by compute calls made from the calling
  * thread (oneDNN's and the library's own parallel loops).  n <= 0 restores
  * the process default (OMP_NUM_THREADS, else the number of cores).
+ * On cores shared with other busy work, use fewer threads than cores, or
+ * start the process with OMP_WAIT_POLICY=passive: OpenMP's idle threads
+ * otherwise spin and take time from the working ones (see the README).
  * Returns DISTILL_OK.
  */
 DISTILL_API int distill_set_num_threads(int n);
