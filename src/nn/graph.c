@@ -182,9 +182,43 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-/* Finish adding node idx: parameters exist; default-init them and drop plans. */
+/* The most values one image may have at any node (16 GiB of floats): the
+ * bound that keeps every per-image size and count below in int64. */
+#define NODE_MAX_VALUES ((int64_t)1 << 32)
+
+/* a * b into *out, or nonzero (and *out untouched) if it would pass INT64_MAX */
+static int mul_i64(int64_t a, int64_t b, int64_t *out)
+{
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r))
+        return 1;
+    *out = r;
+    return 0;
+}
+
+/* Values per image of a shape, or -1 past NODE_MAX_VALUES. */
+static int64_t shape_values(int rank, const int64_t *dims)
+{
+    int64_t e = 1;
+    for (int d = 0; d < rank; d++)
+        if (mul_i64(e, dims[d], &e) || e > NODE_MAX_VALUES)
+            return -1;
+    return e;
+}
+
+/* Finish adding node idx: parameters exist; default-init them and drop plans.
+ * A node too large for one image is removed again. */
 static int finish_node(distill_model *m, int idx)
 {
+    const node *n = &m->nodes[idx];
+    if (shape_values(n->rank, n->dims) < 0) {
+        int rc = seterr(DISTILL_ESHAPE, "node '%s' would hold %lld x %lld x %lld values per "
+                                        "image; at most %lld are allowed",
+                        n->name, (long long)n->dims[0], (long long)(n->rank > 1 ? n->dims[1] : 1),
+                        (long long)(n->rank > 2 ? n->dims[2] : 1), (long long)NODE_MAX_VALUES);
+        drop_last_node(m);
+        return rc;
+    }
     rng r;
     rng_seed(&r, name_hash(m->nodes[idx].name));
     model_init_node(m, idx, DISTILL_INIT_DEFAULT, &r);
@@ -208,6 +242,11 @@ int distill_model_create(distill_model **out, const char *input_name, int rank,
         if (dims[d] < 1 || dims[d] > (1 << 24))
             return seterr(DISTILL_EINVAL, "model input dim %d is %lld; must be in 1..%d", d,
                           (long long)dims[d], 1 << 24);
+    if (shape_values(rank, dims) < 0)
+        return seterr(DISTILL_EINVAL, "model input of %lld x %lld x %lld values per image; at "
+                                      "most %lld are allowed",
+                      (long long)dims[0], (long long)(rank > 1 ? dims[1] : 1),
+                      (long long)(rank > 2 ? dims[2] : 1), (long long)NODE_MAX_VALUES);
     distill_model *m = xcalloc(1, sizeof *m);
     if (!m)
         return DISTILL_ENOMEM;
@@ -330,6 +369,14 @@ int distill_model_add_conv2d(distill_model *m, const char *name, const char *inp
                                       "than the %lldx%lld padded input '%s'",
                       name, (long long)ekh, (long long)ekw, (long long)(H + 2 * o.pad_h),
                       (long long)(W + 2 * o.pad_w), x->name);
+    int64_t oh = (H + 2 * o.pad_h - ekh) / o.stride_h + 1, ow = (W + 2 * o.pad_w - ekw) / o.stride_w + 1;
+    int64_t macs = out_channels;
+    if (mul_i64(macs, oh, &macs) || mul_i64(macs, ow, &macs) || mul_i64(macs, C / o.groups, &macs) ||
+        mul_i64(macs, o.kernel_h, &macs) || mul_i64(macs, o.kernel_w, &macs))
+        return seterr(DISTILL_ESHAPE, "conv2d '%s': %d output channels over %lldx%lld positions "
+                                      "with a %dx%d kernel on %lld channels is too large",
+                      name, out_channels, (long long)oh, (long long)ow, o.kernel_h, o.kernel_w,
+                      (long long)(C / o.groups));
     int idx;
     if ((rc = model_add_node(m, name, DISTILL_OP_CONV2D, 1, &in, &idx)))
         return rc;
@@ -341,10 +388,9 @@ int distill_model_add_conv2d(distill_model *m, const char *name, const char *inp
     n->bias = o.bias != 0;
     n->rank = 3;
     n->dims[0] = out_channels;
-    n->dims[1] = (H + 2 * o.pad_h - ekh) / o.stride_h + 1;
-    n->dims[2] = (W + 2 * o.pad_w - ekw) / o.stride_w + 1;
-    n->macs = (int64_t)out_channels * n->dims[1] * n->dims[2] * (C / o.groups) * o.kernel_h *
-              o.kernel_w;
+    n->dims[1] = oh;
+    n->dims[2] = ow;
+    n->macs = macs;
     int64_t wd[4] = {out_channels, C / o.groups, o.kernel_h, o.kernel_w};
     int64_t bd[1] = {out_channels};
     if ((rc = model_add_param(m, idx, "weight", DISTILL_PARAM_WEIGHT, 4, wd)) ||
@@ -930,7 +976,8 @@ int64_t distill_model_macs(const distill_model *m)
     int64_t t = 0;
     if (m)
         for (int i = 0; i < m->n_nodes; i++)
-            t += m->nodes[i].macs;
+            if (__builtin_add_overflow(t, m->nodes[i].macs, &t))
+                return INT64_MAX; /* saturates: only absurd graphs get here */
     return t;
 }
 

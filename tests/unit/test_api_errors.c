@@ -406,6 +406,31 @@ static void test_build_errors(void **state)
 
     distill_model_free(v);
     distill_model_free(m);
+
+    /* sizes: no image may hold more than 2^32 values at any node, and no
+     * count may pass int64 (a 3x3 conv of 2^20 channels over an 8448x8448
+     * padded map of 2^16 channels has 2^62 * 9 multiply-accumulates) */
+    int64_t dhuge[3] = {1 << 24, 1 << 24, 1 << 24}, dedge[3] = {1, 1 << 16, 1 << 16},
+            dwide[3] = {1 << 16, 1 << 8, 1 << 8};
+    m = NULL;
+    EXPECT(distill_model_create(&m, "input", 3, dhuge), DISTILL_EINVAL, "values per image", NULL);
+    CHECK(m == NULL);
+    OK(distill_model_create(&m, "input", 3, dedge)); /* exactly 2^32 */
+    distill_conv2d_options one = conv_opts(1, 0, 1);
+    EXPECT(distill_model_add_conv2d(m, "fat", "input", 1 << 20, &one), DISTILL_ESHAPE, "fat",
+           "values per image");
+    CHECK(distill_model_node_count(m) == 1);
+    CHECK(distill_model_param_count(m) == 0);
+    OK(distill_model_add_relu(m, "r", "input"));
+    CHECK(distill_model_macs(m) == 0);
+    distill_model_free(m);
+    m = NULL;
+    OK(distill_model_create(&m, "input", 3, dwide));
+    distill_conv2d_options far = conv_opts(3, 4096, 1);
+    EXPECT(distill_model_add_conv2d(m, "far", "input", 1 << 20, &far), DISTILL_ESHAPE, "far",
+           "too large");
+    CHECK(distill_model_node_count(m) == 1);
+    distill_model_free(m);
     assert_int_equal(failures, 0);
 }
 
