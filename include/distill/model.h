@@ -85,6 +85,11 @@ typedef enum distill_mode {
  * Create an empty model whose input node is called `input_name`, with the
  * per-image shape `dims` of rank 1 (F) or 3 (C, H, W).
  * *out belongs to the caller (distill_model_free).
+ *
+ * Sizes: each input dim is at most 2^24, and no node, the input included,
+ * may hold more than 2^32 values per image; an add_* call that would pass
+ * that (or a conv whose multiply-accumulate count would pass INT64_MAX)
+ * returns DISTILL_ESHAPE and leaves the model as it was.
  */
 DISTILL_API int distill_model_create(distill_model **out, const char *input_name, int rank,
                                      const int64_t *dims);
