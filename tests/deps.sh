@@ -12,7 +12,7 @@ packages=(
     dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*.gz
     abigail-tools                        # abidw, abidiff: tests/abi/abicheck.sh
     clang libclang-rt-14-dev libomp-dev  # the libFuzzer build of tests/fuzz
-    valgrind                             # tests/valgrind.sh (not run by .ci/run)
+    valgrind                             # tests/valgrind.sh (.ci/run, section 7)
     libprotobuf-c-dev protobuf-c-compiler # ONNX import/export (DISTILL_ONNX)
     python3-onnx                         # onnx.proto for the build; onnx.checker in tests
     libonnx-testdata                     # ONNX backend node tests (tests/onnx)
