@@ -6,13 +6,14 @@
 #   3. print the compression report: teacher and student side by side.
 #
 # usage: examples/fashion_mnist.sh [OUT_DIR]
-# env:   EPOCHS_TEACHER (2), EPOCHS_STUDENT (2), THREADS (all cores), BUILD_DIR (build)
+# env:   EPOCHS_TEACHER (2), EPOCHS_STUDENT (2), THREADS (all cores), BUILD_DIR (build-main: not the
+#        tests' build/, which tests/run.sh configures with the tests on)
 # Needs the packages of tests/deps.sh (run it once as root).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-"$root/fashion-mnist-run"}
-build=${BUILD_DIR:-"$root/build"}
+build=${BUILD_DIR:-"$root/build-main"}
 threads=${THREADS:-$(nproc)}
 epochs_t=${EPOCHS_TEACHER:-2}
 epochs_s=${EPOCHS_STUDENT:-2}
