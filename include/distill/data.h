@@ -2,13 +2,16 @@
  * distill/data.h - datasets and the batch loader.
  *
  * A distill_dataset is N samples of one fixed per-sample shape (C, H, W),
- * float32, with values scaled to [0, 1] (8-bit pixels are divided by 255,
- * 16-bit ones by 65535), and, when labelled, one int32 label per sample in
- * [0, classes).  Datasets come from IDX files (MNIST / Fashion-MNIST), from
- * folders of PNG images (one sub-folder per class), or from the host's own
- * arrays.  Mean/std normalization is not applied to the stored values: the
- * loader applies it when it builds a batch, so one dataset can feed loaders
- * with different settings.
+ * read as float32 values in [0, 1], and, when labelled, one int32 label per
+ * sample in [0, classes).  Datasets come from IDX files (MNIST /
+ * Fashion-MNIST), from folders of PNG images (one sub-folder per class), or
+ * from the host's own arrays.  Files are kept as bytes (value = byte / 255,
+ * a quarter of the memory of floats) and converted per batch; a folder
+ * whose bytes exceed a memory budget is streamed: only the file list stays
+ * in memory and loaders decode the files every epoch.  Mean/std
+ * normalization and the transforms are not applied to the stored values:
+ * the loader applies them when it builds a batch, so one dataset can feed
+ * loaders with different settings.
  *
  *     distill_dataset *train, *val, *all;
  *     distill_dataset_fashion_mnist(&all, NULL, 1);          // 60000 images
@@ -117,9 +120,18 @@ typedef struct distill_folder_options {
     int resize;           /**< distill_resize; DISTILL_RESIZE_BILINEAR */
     int skip_bad;         /**< nonzero: skip PNG files that cannot be read or decoded
                                (counted, see distill_dataset_skipped) instead of failing; 0 */
+    /** Memory budget of the decoded samples, in bytes (n x C x H x W, one
+     *  byte each).  A folder whose samples would need more is not decoded
+     *  at load: the dataset keeps the file list and labels, and loaders
+     *  decode the files on their worker threads every epoch (streaming).
+     *  0 = DISTILL_FOLDER_MEMORY_DEFAULT; -1 = no limit (always in memory). */
+    int64_t memory_limit;
 } distill_folder_options;
 
-#define DISTILL_FOLDER_OPTIONS_INIT {DISTILL_FOLDER_OPTIONS_VERSION, 3, 0, 0, 0, 0}
+/** The default memory budget of a folder's decoded samples: 4 GiB. */
+#define DISTILL_FOLDER_MEMORY_DEFAULT ((int64_t)4 << 30)
+
+#define DISTILL_FOLDER_OPTIONS_INIT {DISTILL_FOLDER_OPTIONS_VERSION, 3, 0, 0, 0, 0, 0}
 
 /** Fill *opts with DISTILL_FOLDER_OPTIONS_INIT.  DISTILL_EVERSION for an unknown version. */
 DISTILL_API int distill_folder_options_init(distill_folder_options *opts, unsigned int version);
@@ -147,7 +159,17 @@ DISTILL_API int distill_folder_options_init(distill_folder_options *opts, unsign
  * and counted as "bad".  Files over 256 MiB, images over 16384 pixels on a
  * side, and headers claiming more pixels than the file's compressed data
  * can hold count as bad PNGs, refused before their pixels are allocated.
- * Samples are stored as float; opts NULL means DISTILL_FOLDER_OPTIONS_INIT.
+ * Samples are kept as bytes, C x H x W each: the decoded, converted and
+ * resized image rounded to the nearest multiple of 1/255 (16-bit PNGs lose
+ * their low bits).  When they would take more than opts->memory_limit
+ * bytes the dataset is streamed: the first image is decoded at load (for
+ * the size when none is given), the rest only when a loader builds a
+ * batch, every epoch, on the loader's worker threads -- with the same
+ * decoder, so a streamed dataset gives exactly the batches an in-memory one
+ * gives.  A streamed file that has become unreadable or corrupt makes
+ * distill_loader_next() or distill_dataset_get() fail with its name; with
+ * skip_bad, every file is decoded once at load to find the bad ones.
+ * opts NULL means DISTILL_FOLDER_OPTIONS_INIT.
  * Errors: DISTILL_ENOTFOUND (root missing or not a folder), DISTILL_EIO,
  * DISTILL_EFORMAT (a bad PNG; no class folder; no image at all),
  * DISTILL_EINVAL, DISTILL_EVERSION, DISTILL_ENOMEM.
@@ -264,8 +286,10 @@ DISTILL_API int64_t distill_dataset_skipped(const distill_dataset *ds, int64_t *
 /**
  * Copy sample i (0 <= i < size) into `image`, `count` = C * H * W floats,
  * (C, H, W) row-major, not normalized.  If label is not NULL it receives the
- * label, or -1 when the handle is unlabelled.
- * Errors: DISTILL_EINVAL (bad index or NULL), DISTILL_ESHAPE (count).
+ * label, or -1 when the handle is unlabelled.  A streamed sample is decoded
+ * from its file.
+ * Errors: DISTILL_EINVAL (bad index or NULL), DISTILL_ESHAPE (count), and
+ * for a streamed sample the file's (DISTILL_EIO, DISTILL_EFORMAT, ...).
  */
 DISTILL_API int distill_dataset_get(const distill_dataset *ds, int64_t i, float *image,
                                     size_t count, int32_t *label);
@@ -299,10 +323,44 @@ typedef struct distill_loader_options {
     /** Nonzero: a background thread prepares the next batch while the host
      *  works on this one.  Batches are identical with or without.  1 */
     int prefetch;
+    /*
+     * Transforms named as torchvision names them.  They run in this order,
+     * each one optional: Resize -> CenterCrop -> RandomResizedCrop ->
+     * pad-and-crop (crop_padding) -> RandomHorizontalFlip (hflip) ->
+     * Normalize, on the stored sample's values in [0, 1] (8-bit samples are
+     * converted, and normalized, in the same pass).  Interpolation is
+     * bilinear with half-pixel centres and no antialiasing, computed in
+     * float without rounding in between: torchvision's functions on a float
+     * tensor with antialias=False (PyTorch's interpolate, align_corners=False).
+     * The batch's (H, W) is the size the last one gives
+     * (distill_loader_sample_dims).  Random draws come from the generator of
+     * (seed, epoch, position), so they repeat exactly.
+     */
+    /** Resize: the shorter side becomes `resize` pixels and the longer one
+     *  floor(resize * long / short), as torchvision's Resize(int).  0 = off; 0. */
+    int resize;
+    /** CenterCrop {H, W}: the centred window, top = round((h - H) / 2) with
+     *  ties to even as torchvision computes it; a smaller image is padded
+     *  with zeros (black, before normalization).  {0, 0} = off. */
+    int center_crop[2];
+    /** RandomResizedCrop {H, W}: a box of area scale x (h * w) and aspect
+     *  ratio (w / h) `ratio` drawn as torchvision draws it (10 attempts,
+     *  log-uniform ratio, then the centred box clamped to the ratio range),
+     *  resized to H x W.  {0, 0} = off. */
+    int random_resized_crop[2];
+    float rrc_scale[2];   /**< area fraction range, 0 < min <= max <= 1; {0, 0} = {0.08, 1} */
+    float rrc_ratio[2];   /**< aspect ratio range, 0 < min <= max; {0, 0} = {3/4, 4/3} */
+    /** Background threads that build batches: they decode, transform and
+     *  normalize the samples of the batch being asked for and, with
+     *  prefetch, of the next one.  0 = one thread with prefetch, none
+     *  without (the calling thread builds the batches); at most 64.
+     *  Batches are identical for every count.  0 */
+    int workers;
 } distill_loader_options;
 
-#define DISTILL_LOADER_OPTIONS_INIT \
-    {DISTILL_LOADER_OPTIONS_VERSION, 128, 1, 0, 0, 0, NULL, NULL, 0, 0, 0.0f, 1}
+#define DISTILL_LOADER_OPTIONS_INIT                                                        \
+    {DISTILL_LOADER_OPTIONS_VERSION, 128, 1, 0, 0, 0, NULL, NULL, 0, 0, 0.0f, 1, 0, {0, 0}, \
+     {0, 0}, {0.0f, 0.0f}, {0.0f, 0.0f}, 0}
 
 /** Fill *opts with DISTILL_LOADER_OPTIONS_INIT.  DISTILL_EVERSION for an unknown version. */
 DISTILL_API int distill_loader_options_init(distill_loader_options *opts, unsigned int version);
@@ -315,14 +373,16 @@ DISTILL_API int distill_loader_options_init(distill_loader_options *opts, unsign
  * DISTILL_LOADER_OPTIONS_INIT.
  * Errors: DISTILL_EINVAL (batch_size < 1, norm_count not 0, 1 or C, a std
  * <= 0 or not finite, crop_padding < 0 or > 65535, drop_last with fewer
- * samples than one batch), DISTILL_EVERSION, DISTILL_ENOMEM (also when the
- * prefetch thread cannot be started).  *out belongs to the caller.
+ * samples than one batch, a transform size < 0 or > 65535 or given for
+ * one side only, a scale or ratio range out of bounds, workers < 0 or
+ * > 64), DISTILL_EVERSION, DISTILL_ENOMEM (also when a thread cannot be
+ * started).  *out belongs to the caller.
  */
 DISTILL_API int distill_loader_create(distill_loader **out, const distill_dataset *ds,
                                       const distill_loader_options *opts);
 
 /**
- * Stop and join the prefetch thread and free the loader.  Accepts NULL.
+ * Stop and join the loader's threads and free the loader.  Accepts NULL.
  */
 DISTILL_API void distill_loader_free(distill_loader *ld);
 
@@ -340,10 +400,19 @@ DISTILL_API void distill_loader_free(distill_loader *ld);
  * to the start of the next epoch, so the following call returns its first
  * batch.
  * Errors: DISTILL_EINVAL (NULL loader, images or count), DISTILL_ENOMEM
- * (reshaping images); the position does not move on error.
+ * (reshaping images), and a streamed file's error (DISTILL_EIO,
+ * DISTILL_EFORMAT, ..., naming the file); the position does not move on
+ * error.
  */
 DISTILL_API int distill_loader_next(distill_loader *ld, distill_tensor *images, int32_t *labels,
                                     int *count);
+
+/**
+ * The per-sample shape of the loader's batches: dims[0] = C, dims[1] = H,
+ * dims[2] = W, after the transforms (the dataset's shape without them).
+ * Errors: DISTILL_EINVAL (NULL).
+ */
+DISTILL_API int distill_loader_sample_dims(const distill_loader *ld, int64_t dims[3]);
 
 /** Batches per epoch (counting a partial last batch unless drop_last); 0 for NULL. */
 DISTILL_API int64_t distill_loader_num_batches(const distill_loader *ld);

@@ -99,10 +99,16 @@ typedef struct distill_cache_options {
     float mean[4];
     float std[4];
     int batch_size;       /**< teacher batch while building; 256 */
+    /** Resize and CenterCrop before the views, as distill_trainer_options
+     *  (recorded in the cache and checked against the run).  There is no
+     *  RandomResizedCrop here: its boxes are drawn from a continuum and
+     *  cannot be enumerated, so a run with one cannot use a cache. */
+    int resize;
+    int center_crop[2];
 } distill_cache_options;
 
 #define DISTILL_CACHE_OPTIONS_INIT \
-    {DISTILL_CACHE_OPTIONS_VERSION, 0, 0, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, 256}
+    {DISTILL_CACHE_OPTIONS_VERSION, 0, 0, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, 256, 0, {0, 0}}
 
 DISTILL_API int distill_cache_options_init(distill_cache_options *opts, unsigned int version);
 
@@ -195,11 +201,25 @@ typedef struct distill_trainer_options {
     int progress_every;    /**< steps between progress calls; 50 */
     int64_t max_steps;     /**< 0: no limit; else fit stops (DISTILL_OK) after this many
                                 steps in all, e.g. to save a checkpoint and resume later */
+    /* torchvision-style transforms, as in distill_loader_options.  As in
+     * torchvision's recipes: training batches use random_resized_crop when it
+     * is set (on the stored samples; resize and center_crop are then not
+     * applied to them), else resize and center_crop; the validation set
+     * always uses resize and center_crop.  Both must give the student's
+     * input size.  A teacher cache cannot serve a random_resized_crop run
+     * (its boxes cannot be enumerated): DISTILL_EINVAL. */
+    int resize;                 /**< Resize, shorter side; 0 = off */
+    int center_crop[2];         /**< CenterCrop {H, W}; {0, 0} = off */
+    int random_resized_crop[2]; /**< RandomResizedCrop {H, W}; {0, 0} = off */
+    float rrc_scale[2];         /**< {0, 0} = {0.08, 1} */
+    float rrc_ratio[2];         /**< {0, 0} = {3/4, 4/3} */
+    int workers;                /**< loader threads (distill_loader_options.workers); 0 */
 } distill_trainer_options;
 
 #define DISTILL_TRAINER_OPTIONS_INIT                                                  \
     {DISTILL_TRAINER_OPTIONS_VERSION, 1, 128, 0.1, 0.9, 1, 5e-4, 2 /* cosine */, 0, 0, 0, 0, \
-     0, {0, 0, 0, 0}, {1, 1, 1, 1}, 0, 1, 0, NULL, NULL, 50, 0}
+     0, {0, 0, 0, 0}, {1, 1, 1, 1}, 0, 1, 0, NULL, NULL, 50, 0, 0, {0, 0}, {0, 0},      \
+     {0.0f, 0.0f}, {0.0f, 0.0f}, 0}
 
 DISTILL_API int distill_trainer_options_init(distill_trainer_options *opts, unsigned int version);
 
@@ -274,10 +294,13 @@ typedef struct distill_eval_options {
     float std[4];
     int64_t *confusion;   /**< optional classes x classes counts (row: true class) */
     distill_teacher *agreement; /**< optional: measure top-1 agreement with this teacher */
+    int resize;           /**< Resize, shorter side (distill_loader_options); 0 = off */
+    int center_crop[2];   /**< CenterCrop {H, W}; {0, 0} = off */
+    int workers;          /**< loader threads (distill_loader_options.workers); 0 */
 } distill_eval_options;
 
 #define DISTILL_EVAL_OPTIONS_INIT \
-    {DISTILL_EVAL_OPTIONS_VERSION, 256, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, NULL, NULL}
+    {DISTILL_EVAL_OPTIONS_VERSION, 256, 0, {0, 0, 0, 0}, {1, 1, 1, 1}, NULL, NULL, 0, {0, 0}, 0}
 
 DISTILL_API int distill_eval_options_init(distill_eval_options *opts, unsigned int version);
 

@@ -16,8 +16,21 @@
 
 #include "distill/data.h"
 
-/* Element type of the stored samples. */
-enum { STORE_F32 = 0, STORE_U8 = 1 /* value = byte / 255 */ };
+/* Element type of the stored samples.  STORE_FILES keeps no pixels: a
+ * sample is decoded from its file, into bytes (value = byte / 255), by the
+ * store's decode function each time it is read (streaming). */
+enum { STORE_F32 = 0, STORE_U8 = 1 /* value = byte / 255 */, STORE_FILES = 2 };
+
+/*
+ * Decode sample i (0 <= i < n) of a STORE_FILES store into dst, c * h * w
+ * bytes, (C, H, W) row-major, at the store's shape.  Called from several
+ * loader threads at once with distinct dst: it must only read `payload`.
+ * It must give the same bytes every time (a batch is a pure function of
+ * its key).  Returns a status; on failure the calling thread's error names
+ * the file.
+ */
+typedef int (*store_decode_fn)(void *payload, int64_t i, uint8_t *dst, int64_t c, int64_t h,
+                               int64_t w);
 
 typedef struct store {
     atomic_int refs;
@@ -32,6 +45,11 @@ typedef struct store {
     int classes;
     char **class_names;    /* classes names, or NULL */
     int64_t skipped_not_png, skipped_bad;
+    /* STORE_FILES: the decoder, its payload, and what frees the payload
+     * with the store (may be NULL). */
+    store_decode_fn decode;
+    void *decode_payload;
+    void (*decode_free)(void *payload);
 } store;
 
 struct distill_dataset {
@@ -57,6 +75,10 @@ int check_labels(const int32_t *labels, int64_t n, int *classes, int bad_status,
  * store is released.  Returns a status. */
 int dataset_wrap(distill_dataset **out, store *st);
 
+/* Bytes of sample s of any store into dst (c * h * w bytes): STORE_U8
+ * copies, STORE_FILES decodes.  Not for STORE_F32. */
+int store_sample_u8(const store *st, int64_t s, uint8_t *dst);
+
 /* Index in the store of sample i of the view. */
 static inline int64_t view_index(const distill_dataset *ds, int64_t i)
 {
@@ -72,7 +94,16 @@ int64_t loader_size(const distill_loader *ld);
  * starts at `pos` of `epoch` (as distill_loader_next returns them). */
 int loader_batch_views(distill_loader *ld, uint64_t epoch, uint64_t pos, int count,
                        int64_t *index, int32_t *view);
-/* Sample `index` (dataset position) through `view`, normalized, into dst. */
-int loader_build_view(const distill_loader *ld, int64_t index, int32_t view, float *dst);
+/* Sample `index` (dataset position) through `view`, normalized, into dst
+ * (the loader's output shape).  Refused (DISTILL_EINVAL) when the loader
+ * has a RandomResizedCrop, whose boxes cannot be enumerated. */
+int loader_build_view(distill_loader *ld, int64_t index, int32_t view, float *dst);
+/* Nonzero when the loader's augmentation can be enumerated as views. */
+int loader_views_enumerable(const distill_loader *ld);
+/* The RandomResizedCrop box {top, left, height, width} of the sample at
+ * position q of `epoch`, in the image that enters the crop (after Resize
+ * and CenterCrop); returns 1 when it is torchvision's fallback (no box of
+ * the 10 attempts fitted), else 0. */
+int loader_rrc_box(const distill_loader *ld, uint64_t epoch, uint64_t q, int64_t box[4]);
 
 #endif /* DISTILL_DATA_INTERNAL_H */

@@ -31,12 +31,22 @@ void store_release(store *st)
         return;
     xfree(st->owned_pixels);
     xfree(st->owned_labels);
+    if (st->decode_free)
+        st->decode_free(st->decode_payload);
     if (st->class_names) {
         for (int k = 0; k < st->classes; k++)
             xfree(st->class_names[k]);
         xfree(st->class_names);
     }
     xfree(st);
+}
+
+int store_sample_u8(const store *st, int64_t s, uint8_t *dst)
+{
+    if (st->type == STORE_FILES)
+        return st->decode(st->decode_payload, s, dst, st->c, st->h, st->w);
+    memcpy(dst, (const uint8_t *)st->pixels + (size_t)s * st->sample_elems, st->sample_elems);
+    return DISTILL_OK;
 }
 
 int check_labels(const int32_t *labels, int64_t n, int *classes, int bad_status,
@@ -379,7 +389,16 @@ int distill_dataset_get(const distill_dataset *ds, int64_t i, float *image, size
                       "distill_dataset_get: room for %zu values, a sample has %zu", count,
                       st->sample_elems);
     int64_t s = view_index(ds, i);
-    if (st->type == STORE_U8) {
+    if (st->type == STORE_FILES) {
+        /* decode into the tail of `image` (a quarter of it), then widen
+         * from the front: element k is read before floats 0..k are written */
+        uint8_t *p = (uint8_t *)(image + count) - count;
+        int rc = store_sample_u8(st, s, p);
+        if (rc)
+            return rc;
+        for (size_t k = 0; k < count; k++)
+            image[k] = (float)p[k] / 255.0f;
+    } else if (st->type == STORE_U8) {
         const uint8_t *p = (const uint8_t *)st->pixels + (size_t)s * st->sample_elems;
         for (size_t k = 0; k < count; k++)
             image[k] = (float)p[k] / 255.0f;

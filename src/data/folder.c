@@ -444,6 +444,85 @@ fail_classes:
     return rc;
 }
 
+/* ========================================================== one sample */
+
+/*
+ * The per-sample decoder of folder stores (a store_decode_fn): file i read,
+ * decoded, converted to c channels, brought to h x w as `resize` says, and
+ * rounded to bytes.  The same function fills an in-memory store at load and
+ * a streamed one on the loader's threads, so both hold the same bytes.
+ */
+typedef struct folder_files {
+    char **paths;
+    int64_t n;
+    int resize;
+} folder_files;
+
+static void folder_files_free(void *payload)
+{
+    folder_files *ff = payload;
+    if (!ff)
+        return;
+    for (int64_t i = 0; i < ff->n; i++)
+        xfree(ff->paths[i]);
+    xfree(ff->paths);
+    xfree(ff);
+}
+
+/* Decode `path` into d (pixels owned by the caller on success). */
+static int decode_file(const char *path, pngdec *d)
+{
+    memset(d, 0, sizeof *d);
+    void *file = NULL;
+    size_t size = 0;
+    int rc = read_file(path, PNG_MAX_FILE, &file, &size);
+    if (rc)
+        return rc;
+    d->file = file;
+    d->size = size;
+    rc = png_decode(d, path);
+    xfree(file);
+    d->file = NULL;
+    return rc;
+}
+
+/* d's image as (c, h, w) bytes in dst. */
+static int fit_bytes(const pngdec *d, const char *path, int resize, uint8_t *dst, int64_t c,
+                     int64_t h, int64_t w)
+{
+    if (resize == DISTILL_RESIZE_NONE && ((int64_t)d->h != h || (int64_t)d->w != w))
+        return seterr(DISTILL_EFORMAT, "PNG '%s': %u x %u pixels, expected %lld x %lld", path,
+                      (unsigned)d->w, (unsigned)d->h, (long long)w, (long long)h);
+    size_t src_elems = (size_t)c * d->w * d->h, elems = (size_t)(c * h * w);
+    float *tmp = xmalloc(src_elems * sizeof *tmp);
+    float *fit = xmalloc(elems * sizeof *fit);
+    if (!tmp || !fit) {
+        xfree(tmp);
+        xfree(fit);
+        return seterr(DISTILL_ENOMEM, "PNG '%s': out of memory", path);
+    }
+    to_float(d, (int)c, tmp);
+    fit_image(tmp, c, d->h, d->w, fit, h, w, resize);
+    for (size_t k = 0; k < elems; k++) {
+        float v = fit[k] * 255.0f + 0.5f;
+        dst[k] = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (uint8_t)v;
+    }
+    xfree(tmp);
+    xfree(fit);
+    return DISTILL_OK;
+}
+
+static int folder_decode(void *payload, int64_t i, uint8_t *dst, int64_t c, int64_t h, int64_t w)
+{
+    const folder_files *ff = payload;
+    pngdec d;
+    int rc = decode_file(ff->paths[i], &d);
+    if (rc == DISTILL_OK)
+        rc = fit_bytes(&d, ff->paths[i], ff->resize, dst, c, h, w);
+    xfree(d.pixels);
+    return rc;
+}
+
 /* ================================================================== load */
 
 int distill_dataset_from_folder(distill_dataset **out, const char *root,
@@ -474,6 +553,10 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
     if (o.resize < DISTILL_RESIZE_BILINEAR || o.resize > DISTILL_RESIZE_NONE)
         return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: resize %d is unknown",
                       o.resize);
+    if (o.memory_limit < -1)
+        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: memory_limit is %lld; must "
+                      "be -1, 0 or a byte count", (long long)o.memory_limit);
+    int64_t limit = o.memory_limit ? o.memory_limit : DISTILL_FOLDER_MEMORY_DEFAULT;
 
     namelist classes;
     entry *files;
@@ -484,71 +567,73 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
         return rc;
 
     int64_t h = o.height, w = o.width, c = o.channels;
-    size_t elems = 0, n = 0;
-    float *samples = NULL, *tmp = NULL;
+    size_t elems = 0, n = 0, total = 0;
+    int streamed = 0, sized = 0;
+    uint8_t *samples = NULL;
     int32_t *labels = NULL;
+    folder_files *ff = NULL;
     pngdec d;
     memset(&d, 0, sizeof d);
+    /* Files are taken in order; a bad one fails the load or, with
+     * skip_bad, is dropped.  The first good one fixes the size when none
+     * was asked for, and so whether the samples fit in the budget: in
+     * memory every file is decoded now; streamed, files are only checked
+     * (decoded once, pixels dropped) when skip_bad must know the bad ones. */
     for (size_t i = 0; i < nfiles; i++) {
-        memset(&d, 0, sizeof d);
-        void *file = NULL;
-        size_t size = 0;
-        rc = read_file(files[i].path, PNG_MAX_FILE, &file, &size);
-        if (rc == DISTILL_OK) {
-            d.file = file;
-            d.size = size;
-            rc = png_decode(&d, files[i].path);
-            xfree(file);
-        }
-        if (rc == DISTILL_OK && o.resize == DISTILL_RESIZE_NONE && h &&
-            ((int64_t)d.h != h || (int64_t)d.w != w)) {
-            rc = seterr(DISTILL_EFORMAT, "PNG '%s': %u x %u pixels, expected %lld x %lld",
-                        files[i].path, (unsigned)d.w, (unsigned)d.h, (long long)w, (long long)h);
-        }
-        if (rc == DISTILL_ENOMEM)
-            goto fail;
-        if (rc) {
-            xfree(d.pixels);
-            d.pixels = NULL;
-            if (!o.skip_bad)
+        int need_decode = !sized || !streamed || o.skip_bad;
+        if (need_decode) {
+            rc = decode_file(files[i].path, &d);
+            if (rc == DISTILL_OK && o.resize == DISTILL_RESIZE_NONE && h &&
+                ((int64_t)d.h != h || (int64_t)d.w != w))
+                rc = seterr(DISTILL_EFORMAT, "PNG '%s': %u x %u pixels, expected %lld x %lld",
+                            files[i].path, (unsigned)d.w, (unsigned)d.h, (long long)w,
+                            (long long)h);
+            if (rc == DISTILL_ENOMEM)
                 goto fail;
-            bad++;
-            rc = DISTILL_OK;
-            continue;
+            if (rc) {
+                xfree(d.pixels);
+                d.pixels = NULL;
+                if (!o.skip_bad)
+                    goto fail;
+                bad++;
+                rc = DISTILL_OK;
+                xfree(files[i].path);
+                files[i].path = NULL;
+                continue;
+            }
         }
-        if (!samples) {
-            /* The first image fixes the size if none was asked for; room
-             * for every file found, trimmed at the end. */
+        if (!sized) {
             if (!h) {
                 h = d.h;
                 w = d.w;
             }
             elems = (size_t)(c * h * w);
-            size_t total;
-            if (size_mul(elems, nfiles, &total) || size_mul(total, sizeof(float), &total)) {
+            if (size_mul(elems, nfiles, &total)) {
                 rc = seterr(DISTILL_ENOMEM, "image folder '%s': %zu images of %zu values are "
                             "too many", root, nfiles, elems);
                 goto fail;
             }
-            samples = xmalloc(total);
+            streamed = limit >= 0 && (uint64_t)total > (uint64_t)limit;
             labels = xmalloc(nfiles * sizeof *labels);
-            if (!samples || !labels) {
+            if (!streamed)
+                samples = xmalloc(total);
+            if (!labels || (!streamed && !samples)) {
                 rc = DISTILL_ENOMEM;
                 goto fail;
             }
+            sized = 1;
         }
-        size_t src_elems = (size_t)c * d.w * d.h;
-        tmp = xmalloc(src_elems * sizeof *tmp);
-        if (!tmp) {
-            rc = DISTILL_ENOMEM;
-            goto fail;
+        if (!streamed) {
+            rc = fit_bytes(&d, files[i].path, o.resize, samples + n * elems, c, h, w);
+            if (rc)
+                goto fail;
         }
-        to_float(&d, (int)c, tmp);
         xfree(d.pixels);
         d.pixels = NULL;
-        fit_image(tmp, c, d.h, d.w, samples + n * elems, h, w, o.resize);
-        xfree(tmp);
-        tmp = NULL;
+        /* keep the path of a streamed sample, at its sample number */
+        files[n].path = files[i].path;
+        if (n != i)
+            files[i].path = NULL;
         labels[n++] = files[i].label;
     }
     if (n == 0) {
@@ -556,20 +641,38 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
                     "folder(s)", root, classes.n);
         goto fail;
     }
-    if (n < nfiles) {
-        float *s = xrealloc(samples, n * elems * sizeof *s);
-        if (s)
-            samples = s; /* else keep the larger block */
+    if (!streamed && n < nfiles) {
+        uint8_t *sm = xrealloc(samples, n * elems);
+        if (sm)
+            samples = sm; /* else keep the larger block */
+    }
+    if (streamed) {
+        ff = xcalloc(1, sizeof *ff);
+        if (!ff) {
+            rc = DISTILL_ENOMEM;
+            goto fail;
+        }
+        ff->paths = xmalloc(n * sizeof *ff->paths);
+        if (!ff->paths) {
+            rc = DISTILL_ENOMEM;
+            goto fail;
+        }
+        for (size_t i = 0; i < n; i++) {
+            ff->paths[i] = files[i].path;
+            files[i].path = NULL;
+        }
+        ff->n = (int64_t)n;
+        ff->resize = o.resize;
     }
     for (size_t i = 0; i < nfiles; i++)
         xfree(files[i].path);
     xfree(files);
+    files = NULL;
+    nfiles = 0;
 
     store *st = store_new();
     if (!st) {
         rc = DISTILL_ENOMEM;
-        files = NULL;
-        nfiles = 0;
         goto fail;
     }
     st->n = (int64_t)n;
@@ -577,8 +680,15 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
     st->h = h;
     st->w = w;
     st->sample_elems = elems;
-    st->type = STORE_F32;
-    st->pixels = st->owned_pixels = samples;
+    if (streamed) {
+        st->type = STORE_FILES;
+        st->decode = folder_decode;
+        st->decode_payload = ff;
+        st->decode_free = folder_files_free;
+    } else {
+        st->type = STORE_U8;
+        st->pixels = st->owned_pixels = samples;
+    }
     st->labels = st->owned_labels = labels;
     st->classes = (int)classes.n;
     st->class_names = classes.v; /* taken over */
@@ -587,9 +697,9 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
     return dataset_wrap(out, st);
 fail:
     xfree(d.pixels);
-    xfree(tmp);
     xfree(samples);
     xfree(labels);
+    folder_files_free(ff);
     for (size_t i = 0; i < nfiles; i++)
         xfree(files[i].path);
     xfree(files);

@@ -265,6 +265,9 @@ int distill_teacher_forward(distill_teacher *t, const distill_tensor *images, di
  *         i32 norm_count, f32 mean[4], f32 std[4], i64 dims[3],
  *         u32 fingerprint of the dataset
  *   LOGT  samples x views x classes f32, sample-major
+ * and, only when the views were taken after a Resize or CenterCrop, a third
+ * (so that files without one read as before):
+ *   XFRM  i32 resize, i32 center_crop[2]
  */
 #define CACHE_MAGIC "DSTLTCCH"
 #define CACHE_VERSION 1
@@ -276,6 +279,7 @@ struct tcache {
     float mean[4], std[4];
     int64_t dims[3];
     uint32_t fingerprint;
+    int resize, center_crop[2];
     float *logits;
 };
 
@@ -344,9 +348,9 @@ int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,
         o = *opts;
     }
     if (o.batch_size < 1 || o.crop_padding < 0 || o.crop_padding > 64 || o.norm_count < 0 ||
-        o.norm_count > 4)
+        o.norm_count > 4 || o.resize < 0 || o.center_crop[0] < 0 || o.center_crop[1] < 0)
         return seterr(DISTILL_EINVAL, "cache_build: batch_size >= 1, crop_padding in 0..64, "
-                                      "norm_count in 0..4");
+                                      "norm_count in 0..4, resize and center_crop >= 0");
     distill_loader_options lo;
     distill_loader_options_init(&lo, DISTILL_LOADER_OPTIONS_VERSION);
     lo.batch_size = o.batch_size;
@@ -357,13 +361,16 @@ int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,
     lo.mean = o.norm_count ? o.mean : NULL;
     lo.std = o.norm_count ? o.std : NULL;
     lo.prefetch = 0;
+    lo.resize = o.resize;
+    lo.center_crop[0] = o.center_crop[0];
+    lo.center_crop[1] = o.center_crop[1];
     distill_loader *ld;
     int rc = distill_loader_create(&ld, ds, &lo);
     if (rc)
         return rc;
     int64_t n = loader_size(ld), d[3];
     int views = loader_view_count(ld), classes = t->classes;
-    distill_dataset_sample_dims(ds, d);
+    distill_loader_sample_dims(ld, d);
     size_t elems = (size_t)(d[0] * d[1] * d[2]);
     uint32_t fp = 0;
     int64_t bd[4] = {o.batch_size, d[0], d[1], d[2]}, ld2[2] = {o.batch_size, classes};
@@ -411,6 +418,13 @@ int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,
         cw_f32s(&w, y->data, (size_t)cnt * (size_t)classes);
     }
     cw_end_section(&w);
+    if (o.resize || o.center_crop[0]) {
+        cw_section(&w, "XFRM");
+        cw_i32(&w, o.resize);
+        cw_i32(&w, o.center_crop[0]);
+        cw_i32(&w, o.center_crop[1]);
+        cw_end_section(&w);
+    }
     void *data;
     size_t size;
     if ((rc = cw_finish(&w, &data, &size)))
@@ -452,7 +466,7 @@ int distill_teacher_from_cache(distill_teacher **out, const char *path)
         xfree(data);
         return DISTILL_ENOMEM;
     }
-    static const char *const known[] = {"META", "LOGT", NULL};
+    static const char *const known[] = {"META", "LOGT", "XFRM", NULL};
     if ((rc = cr_open(&r, data, size, CACHE_MAGIC, CACHE_VERSION, what)) ||
         (rc = cr_check_tags(&r, known)))
         goto fail;
@@ -481,6 +495,17 @@ int distill_teacher_from_cache(distill_teacher **out, const char *path)
         c->norm_count < 0 || c->norm_count > 4) {
         rc = cs_fail(&s, DISTILL_EFORMAT, "inconsistent header values");
         goto fail;
+    }
+    if (cr_find(&r, "XFRM", &s)) {
+        c->resize = cs_i32(&s);
+        for (int k = 0; k < 2; k++)
+            c->center_crop[k] = cs_i32(&s);
+        if ((rc = s.status))
+            goto fail;
+        if (c->resize < 0 || c->center_crop[0] < 0 || c->center_crop[1] < 0) {
+            rc = cs_fail(&s, DISTILL_EFORMAT, "inconsistent transform values");
+            goto fail;
+        }
     }
     if (!cr_find(&r, "LOGT", &s)) {
         rc = seterr(DISTILL_EFORMAT, "%s: no LOGT section", what);
@@ -519,10 +544,17 @@ int teacher_is_cache(const distill_teacher *t)
     return t && t->kind == T_CACHE;
 }
 
-int teacher_cache_check(const distill_teacher *t, const distill_dataset *ds, int crop_padding,
-                        int hflip, int norm_count, const float *mean, const float *std)
+int teacher_cache_check(const distill_teacher *t, const distill_dataset *ds,
+                        const distill_trainer_options *o)
 {
     const tcache *c = t->cache;
+    int crop_padding = o->crop_padding, hflip = o->hflip, norm_count = o->norm_count;
+    const float *mean = o->mean, *std = o->std;
+    if (o->random_resized_crop[0] || o->random_resized_crop[1])
+        return seterr(DISTILL_EINVAL,
+                      "a teacher cache holds the logits of enumerable views (crop offsets x "
+                      "flips), and RandomResizedCrop draws its boxes from a continuum: train "
+                      "with the teacher itself, or without random_resized_crop");
     uint32_t fp;
     int rc = fingerprint(ds, &fp);
     if (rc)
@@ -535,6 +567,12 @@ int teacher_cache_check(const distill_teacher *t, const distill_dataset *ds, int
         return seterr(DISTILL_EINVAL, "the teacher cache was made with crop padding %d and "
                                       "flips %s; the training run uses %d and %s",
                       c->crop, c->hflip ? "on" : "off", crop_padding, hflip ? "on" : "off");
+    if (o->resize != c->resize || o->center_crop[0] != c->center_crop[0] ||
+        o->center_crop[1] != c->center_crop[1])
+        return seterr(DISTILL_EINVAL, "the teacher cache was made with resize %d and center crop "
+                                      "%dx%d; the training run uses %d and %dx%d",
+                      c->resize, c->center_crop[0], c->center_crop[1], o->resize,
+                      o->center_crop[0], o->center_crop[1]);
     int same = norm_count == c->norm_count;
     for (int k = 0; same && k < norm_count; k++)
         same = mean[k] == c->mean[k] && std[k] == c->std[k];

@@ -13,9 +13,10 @@ const distill_tensor *teacher_tap(const distill_teacher *t, int index);
 
 /* Cached teachers (teacher_cache.c). */
 int teacher_is_cache(const distill_teacher *t);
-/* Check that a cache fits a training run over `ds` with these options. */
-int teacher_cache_check(const distill_teacher *t, const distill_dataset *ds, int crop_padding,
-                        int hflip, int norm_count, const float *mean, const float *std);
+/* Check that a cache fits a training run over `ds` with these options
+ * (augmentation, transforms, normalization). */
+int teacher_cache_check(const distill_teacher *t, const distill_dataset *ds,
+                        const distill_trainer_options *o);
 /* Logits of n samples given their dataset positions and views. */
 int teacher_cache_lookup(const distill_teacher *t, int64_t n, const int64_t *index,
                          const int32_t *view, distill_tensor *logits);

@@ -765,15 +765,6 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
     if (labelled && distill_dataset_num_classes(train) > tr->classes)
         return seterr(DISTILL_ESHAPE, "the data has %d classes, the model %d",
                       distill_dataset_num_classes(train), tr->classes);
-    int64_t dims[3];
-    distill_dataset_sample_dims(train, dims);
-    const node *in = &tr->student->nodes[0];
-    if (in->rank != 3 || in->dims[0] != dims[0] || in->dims[1] != dims[1] ||
-        in->dims[2] != dims[2])
-        return seterr(DISTILL_ESHAPE, "the data's samples are %lldx%lldx%lld, the model's input "
-                                      "'%s' is %lldx%lldx%lld",
-                      (long long)dims[0], (long long)dims[1], (long long)dims[2], in->name,
-                      (long long)in->dims[0], (long long)in->dims[1], (long long)in->dims[2]);
     if (distill_dataset_size(train) < tr->o.batch_size)
         return seterr(DISTILL_EINVAL, "the training data has %lld samples, fewer than one batch "
                                       "of %d",
@@ -789,12 +780,32 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
     lo.crop_padding = tr->o.crop_padding;
     lo.hflip = tr->o.hflip;
     lo.prefetch = tr->o.prefetch;
+    lo.workers = tr->o.workers;
+    if (tr->o.random_resized_crop[0]) {
+        /* torchvision's recipe: the random crop of the stored image */
+        memcpy(lo.random_resized_crop, tr->o.random_resized_crop, sizeof lo.random_resized_crop);
+        memcpy(lo.rrc_scale, tr->o.rrc_scale, sizeof lo.rrc_scale);
+        memcpy(lo.rrc_ratio, tr->o.rrc_ratio, sizeof lo.rrc_ratio);
+    } else {
+        lo.resize = tr->o.resize;
+        memcpy(lo.center_crop, tr->o.center_crop, sizeof lo.center_crop);
+    }
     distill_loader *ld;
     if ((rc = distill_loader_create(&ld, train, &lo)))
         return rc;
+    int64_t dims[3];
+    distill_loader_sample_dims(ld, dims);
+    const node *in = &tr->student->nodes[0];
+    if (in->rank != 3 || in->dims[0] != dims[0] || in->dims[1] != dims[1] ||
+        in->dims[2] != dims[2]) {
+        distill_loader_free(ld);
+        return seterr(DISTILL_ESHAPE, "the training batches' samples are %lldx%lldx%lld, the "
+                                      "model's input '%s' is %lldx%lldx%lld",
+                      (long long)dims[0], (long long)dims[1], (long long)dims[2], in->name,
+                      (long long)in->dims[0], (long long)in->dims[1], (long long)in->dims[2]);
+    }
     int cached = tr->teacher && teacher_is_cache(tr->teacher);
-    if (cached && (rc = teacher_cache_check(tr->teacher, train, tr->o.crop_padding, tr->o.hflip,
-                                            tr->o.norm_count, tr->o.mean, tr->o.std))) {
+    if (cached && (rc = teacher_cache_check(tr->teacher, train, &tr->o))) {
         distill_loader_free(ld);
         return rc;
     }
@@ -870,6 +881,9 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
             eo.norm_count = tr->o.norm_count;
             memcpy(eo.mean, tr->o.mean, sizeof eo.mean);
             memcpy(eo.std, tr->o.std, sizeof eo.std);
+            eo.resize = tr->o.resize;
+            memcpy(eo.center_crop, tr->o.center_crop, sizeof eo.center_crop);
+            eo.workers = tr->o.workers;
             distill_eval_result r;
             if ((rc = distill_evaluate(tr->student, val, &eo, &r)))
                 goto out;
@@ -941,15 +955,18 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
         return seterr(DISTILL_ESHAPE, "the data has %d classes, the model %d",
                       distill_dataset_num_classes(ds), classes);
     int64_t dims[3];
-    distill_dataset_sample_dims(ds, dims);
     distill_loader_options lo;
     distill_loader_options_init(&lo, DISTILL_LOADER_OPTIONS_VERSION);
     lo.batch_size = o.batch_size;
     lo.shuffle = 0;
     norm_to_loader(&lo, o.norm_count, o.mean, o.std);
+    lo.resize = o.resize;
+    memcpy(lo.center_crop, o.center_crop, sizeof lo.center_crop);
+    lo.workers = o.workers;
     distill_loader *ld;
     if ((rc = distill_loader_create(&ld, ds, &lo)))
         return rc;
+    distill_loader_sample_dims(ld, dims);
     /* every forward draws from the model's dropout generator, inference
      * too: put it back, so that evaluating (e.g. on the validation set
      * between epochs) does not change how training goes on */

@@ -259,12 +259,103 @@ static void test_refused(void **state)
     distill_dataset_free(d);
 }
 
+/* Resize and CenterCrop before the views: recorded in the cache, its
+ * views equal the online teacher's of the transformed sample, and a run
+ * must use the same; a RandomResizedCrop run is refused. */
+static void test_transforms(void **state)
+{
+    (void)state;
+    distill_dataset *d = dataset();
+    distill_model *tm = small_model("fc", 1), *s = small_model("head", 2);
+    distill_teacher *t, *ct;
+    OK(distill_teacher_from_model(&t, tm));
+    distill_cache_options o;
+    cache_opts(&o);
+    o.resize = 10; /* 8 x 8 -> 10 x 10 -> the centred 8 x 8 */
+    o.center_crop[0] = o.center_crop[1] = 8;
+    OK(distill_teacher_cache_build(t, d, &o, "xfrm.cache"));
+    OK(distill_teacher_from_cache(&ct, "xfrm.cache"));
+
+    distill_loader_options lo;
+    OK(distill_loader_options_init(&lo, DISTILL_LOADER_OPTIONS_VERSION));
+    lo.shuffle = 0;
+    lo.crop_padding = 1;
+    lo.hflip = 1;
+    lo.norm_count = 1;
+    lo.mean = o.mean;
+    lo.std = o.std;
+    lo.prefetch = 0;
+    lo.resize = 10;
+    lo.center_crop[0] = lo.center_crop[1] = 8;
+    distill_loader *ld;
+    OK(distill_loader_create(&ld, d, &lo));
+    int64_t xd[4] = {1, C, H, W}, yd[2] = {1, CLASSES};
+    distill_tensor *x, *y, *yc;
+    OK(distill_tensor_create(&x, 4, xd));
+    OK(distill_tensor_create(&y, 2, yd));
+    OK(distill_tensor_create(&yc, 2, yd));
+    for (int64_t i = 0; i < N; i += 11)
+        for (int32_t v = 0; v < 18; v += 5) {
+            OK(loader_build_view(ld, i, v, distill_tensor_data(x)));
+            OK(distill_teacher_forward(t, x, y));
+            OK(teacher_cache_lookup(ct, 1, &i, &v, yc));
+            for (int k = 0; k < CLASSES; k++)
+                assert_true(fabsf(distill_tensor_data(y)[k] - distill_tensor_data(yc)[k]) <
+                            1e-5f * (1.0f + fabsf(distill_tensor_data(y)[k])));
+        }
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_tensor_free(yc);
+    distill_loader_free(ld);
+
+    distill_trainer_options to;
+    OK(distill_trainer_options_init(&to, DISTILL_TRAINER_OPTIONS_VERSION));
+    to.batch_size = 16;
+    to.crop_padding = 1;
+    to.hflip = 1;
+    to.norm_count = 1;
+    to.mean[0] = 0.5f;
+    to.std[0] = 0.25f;
+    to.prefetch = 0;
+    distill_trainer *tr;
+    /* the run without the cache's Resize is refused, naming it */
+    OK(distill_trainer_create(&tr, s, ct, &to));
+    assert_int_equal(distill_trainer_fit(tr, d, NULL), DISTILL_EINVAL);
+    assert_non_null(strstr(distill_last_error(), "resize 10"));
+    distill_trainer_free(tr);
+    /* the same transforms train */
+    to.resize = 10;
+    to.center_crop[0] = to.center_crop[1] = 8;
+    OK(distill_trainer_create(&tr, s, ct, &to));
+    OK(distill_trainer_fit(tr, d, NULL));
+    distill_trainer_free(tr);
+    /* a RandomResizedCrop cannot be cached: refused with the reason */
+    to.random_resized_crop[0] = to.random_resized_crop[1] = 8;
+    OK(distill_trainer_create(&tr, s, ct, &to));
+    assert_int_equal(distill_trainer_fit(tr, d, NULL), DISTILL_EINVAL);
+    assert_non_null(strstr(distill_last_error(), "RandomResizedCrop"));
+    distill_trainer_free(tr);
+    /* and has no views to enumerate */
+    lo.random_resized_crop[0] = lo.random_resized_crop[1] = 8;
+    OK(distill_loader_create(&ld, d, &lo));
+    float buf[C * H * W];
+    assert_int_equal(loader_build_view(ld, 0, 0, buf), DISTILL_EINVAL);
+    distill_loader_free(ld);
+
+    distill_teacher_free(ct);
+    distill_teacher_free(t);
+    distill_model_free(tm);
+    distill_model_free(s);
+    distill_dataset_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_views_match),
         cmocka_unit_test(test_training_matches),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_transforms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

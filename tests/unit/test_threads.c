@@ -10,7 +10,11 @@
  *     the same two runs one after the other;
  *   - three models (two architectures, and a clone of one of them, so that
  *     two threads run the same oneDNN primitives) run inference
- *     concurrently and give exactly their outputs of a single-threaded run.
+ *     concurrently and give exactly their outputs of a single-threaded run;
+ *   - a loader with three worker threads and prefetch, over a streamed
+ *     store whose samples are decoded on the workers, gives the batches of
+ *     a loader without threads, also when the host jumps while a batch is
+ *     being prefetched.
  *
  * Each job builds its own synthetic data (16x16 images), models, teacher
  * and trainer inside its thread: no handle is shared.  Each thread sets
@@ -32,6 +36,7 @@
 #include <string.h>
 
 #include "distill.h"
+#include "data/data_internal.h"
 
 #define SIDE 16
 #define PIXELS (SIDE * SIDE)
@@ -397,12 +402,77 @@ static void test_concurrent_forward(void **state)
     }
 }
 
+/* ------------------------------------------------- streamed loader */
+
+static int stream_decode(void *payload, int64_t i, uint8_t *dst, int64_t c, int64_t h, int64_t w)
+{
+    (void)payload;
+    for (int64_t k = 0; k < c * h * w; k++)
+        dst[k] = (uint8_t)(hash64((uint64_t)(i * 1000 + k)) >> 56);
+    return DISTILL_OK;
+}
+
+static void test_streamed_loader_workers(void **state)
+{
+    (void)state;
+    enum { N = 40, C = 3, H = 12, W = 12, B = 6 };
+    store *st = store_new();
+    assert_non_null(st);
+    st->n = N;
+    st->c = C;
+    st->h = H;
+    st->w = W;
+    st->sample_elems = C * H * W;
+    st->type = STORE_FILES;
+    st->decode = stream_decode;
+    distill_dataset *ds;
+    assert_int_equal(dataset_wrap(&ds, st), DISTILL_OK);
+    distill_loader_options o;
+    distill_loader_options_init(&o, DISTILL_LOADER_OPTIONS_VERSION);
+    o.batch_size = B;
+    o.seed = 3;
+    o.hflip = 1;
+    o.random_resized_crop[0] = o.random_resized_crop[1] = 8;
+    o.prefetch = 0;
+    distill_loader *plain, *threaded;
+    assert_int_equal(distill_loader_create(&plain, ds, &o), DISTILL_OK);
+    o.prefetch = 1;
+    o.workers = 3;
+    assert_int_equal(distill_loader_create(&threaded, ds, &o), DISTILL_OK);
+    int64_t bd[4] = {B, C, 8, 8};
+    distill_tensor *x, *y;
+    assert_int_equal(distill_tensor_create(&x, 4, bd), DISTILL_OK);
+    assert_int_equal(distill_tensor_create(&y, 4, bd), DISTILL_OK);
+    for (int step = 0; step < 30; step++) {
+        if (step % 7 == 3) {
+            /* jump while the next batch is being prefetched */
+            uint64_t e = (uint64_t)(step % 3), p = (uint64_t)((step * 5) % N);
+            assert_int_equal(distill_loader_set_state(plain, e, p), DISTILL_OK);
+            assert_int_equal(distill_loader_set_state(threaded, e, p), DISTILL_OK);
+        }
+        int c1, c2;
+        int32_t l1[B], l2[B];
+        assert_int_equal(distill_loader_next(plain, x, l1, &c1), DISTILL_OK);
+        assert_int_equal(distill_loader_next(threaded, y, l2, &c2), DISTILL_OK);
+        assert_int_equal(c1, c2);
+        if (c1)
+            assert_memory_equal(distill_tensor_data(x), distill_tensor_data(y),
+                                (size_t)c1 * C * 64 * sizeof(float));
+    }
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_loader_free(plain);
+    distill_loader_free(threaded);
+    distill_dataset_free(ds);
+}
+
 int main(void)
 {
     g_threads = distill_get_num_threads();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_trainers),
         cmocka_unit_test(test_concurrent_forward),
+        cmocka_unit_test(test_streamed_loader_workers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
