@@ -84,7 +84,14 @@ typedef enum cli_opt_id {
     OPT_TOP,
     OPT_JSON,
     OPT_QUIET,
-    OPT_COUNT_
+    OPT_RESIZE,
+    OPT_CENTER_CROP,
+    OPT_RRC,
+    OPT_SCALE,
+    OPT_RATIO,
+    OPT_MEMORY,
+    OPT_WORKERS,
+    OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
 /** The parsed command line.  Strings are borrowed from argv. */
@@ -106,6 +113,12 @@ typedef struct cli_options {
     int unlabelled, confusion, json, quiet;
     int n_mean, n_std;
     float mean[4], std[4];
+    int mean_imagenet;              /* --mean imagenet (mean and std set) */
+    int resize, workers;
+    int center_crop[2], rrc[2];     /* H, W */
+    int n_scale, n_ratio;
+    float scale[4], ratio[4];
+    int64_t memory;                 /* --memory in bytes */
 } cli_options;
 
 /** One option of a subcommand; help NULL means the option's general help. */
@@ -234,12 +247,27 @@ int cli_model_classes(const distill_model *m);
 int cli_model_input_shape(const char *what, const distill_model *m, int64_t shape[3]);
 
 /**
- * Check that data fits a model: the same per-image shape and, when
- * check_classes is set, the same number of classes.  `what` names the model
- * ("teacher") and `data_what` the data ("data", "validation data") in messages.
+ * Check that data fits a model: the same per-image shape after the
+ * transforms of --resize, --center-crop and, when `training`,
+ * --random-resized-crop (see cli_transformed_dims) and, when check_classes
+ * is set, the same number of classes.  `what` names the model ("teacher")
+ * and `data_what` the data ("data", "validation data") in messages.
  */
 int cli_check_fit(const char *what, const distill_model *m, const char *data_what,
-                  const distill_dataset *ds, int check_classes);
+                  const distill_dataset *ds, int check_classes, const cli_options *o,
+                  int training);
+
+/**
+ * The per-sample shape of ds's batches under the command line's
+ * transforms: training batches take --random-resized-crop when given, else
+ * --resize and --center-crop; evaluation batches take --resize and
+ * --center-crop.
+ */
+int cli_transformed_dims(const cli_options *o, const distill_dataset *ds, int training,
+                         int64_t dims[3]);
+
+/** Nonzero when the command line has a transform that changes the size. */
+int cli_has_size_transform(const cli_options *o);
 
 /* ---------------------------------------------------------------- progress */
 

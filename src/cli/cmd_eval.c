@@ -42,7 +42,7 @@ static int eval_open(eval_run *e, const cli_command *cmd, const cli_options *o)
         return rc;
     if (!distill_dataset_has_labels(e->ds))
         return cli_fail(CLI_ERUNTIME, "--data %s has no labels to evaluate against", o->data);
-    if ((rc = cli_check_fit("model", e->model, "data", e->ds, 1)))
+    if ((rc = cli_check_fit("model", e->model, "data", e->ds, 1, o, 0)))
         return rc;
     e->classes = cli_model_classes(e->model);
     return CLI_OK;
@@ -56,6 +56,9 @@ static int eval_measure(eval_run *e, const cli_options *o)
     eo.norm_count = e->norm.count;
     memcpy(eo.mean, e->norm.mean, sizeof eo.mean);
     memcpy(eo.std, e->norm.std, sizeof eo.std);
+    eo.resize = o->resize;
+    memcpy(eo.center_crop, o->center_crop, sizeof eo.center_crop);
+    eo.workers = o->workers;
     if (o->confusion) {
         size_t n = (size_t)e->classes * (size_t)e->classes;
         e->confusion = calloc(n, sizeof *e->confusion);

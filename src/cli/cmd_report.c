@@ -55,8 +55,8 @@ static int report_open(const cli_options *o, report_run *r)
         (rc = cli_data_load(&r->spec, CLI_SPLIT_TEST, shape, o, o->limit, &r->ds)))
         return rc;
     int labelled = distill_dataset_has_labels(r->ds);
-    if ((rc = cli_check_fit("teacher", r->teacher, "data", r->ds, labelled)) ||
-        (rc = cli_check_fit("student", r->student, "data", r->ds, labelled)))
+    if ((rc = cli_check_fit("teacher", r->teacher, "data", r->ds, labelled, o, 0)) ||
+        (rc = cli_check_fit("student", r->student, "data", r->ds, labelled, o, 0)))
         return rc;
     int tc = cli_model_classes(r->teacher), sc = cli_model_classes(r->student);
     if (tc != sc)
@@ -71,6 +71,9 @@ static int report_measure(const cli_options *o, report_run *r)
     eo.norm_count = r->norm.count;
     memcpy(eo.mean, r->norm.mean, sizeof eo.mean);
     memcpy(eo.std, r->norm.std, sizeof eo.std);
+    eo.resize = o->resize;
+    memcpy(eo.center_crop, o->center_crop, sizeof eo.center_crop);
+    eo.workers = o->workers;
     int batch = cli_given(o, OPT_BATCH) ? o->batch : DEFAULT_REPORT_BATCH;
     int rc = distill_report_compare(r->teacher, r->student, r->ds, &eo, batch, &r->rep);
     return rc ? cli_fail_lib(rc, "report") : CLI_OK;

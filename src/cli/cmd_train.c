@@ -69,10 +69,11 @@ static distill_teacher *run_teacher(const run *r)
     return r->ensemble ? r->ensemble : r->n_teachers ? r->teachers[0] : NULL;
 }
 
-/* The augmentation of a training run, and of the cache made for one. */
+/* The augmentation of a training run, and of the cache made for one:
+ * --random-resized-crop replaces the pad-and-crop. */
 static void run_augmentation(const cli_options *o, int *crop_padding, int *hflip)
 {
-    *crop_padding = o->augment != 0 ? AUGMENT_CROP_PADDING : 0;
+    *crop_padding = o->augment != 0 && !cli_given(o, OPT_RRC) ? AUGMENT_CROP_PADDING : 0;
     *hflip = o->augment != 0;
 }
 
@@ -185,10 +186,10 @@ static int load_data(run *r, const int64_t *shape)
 /* Shape and classes of the training and validation data against `m`. */
 static int check_data(const run *r, const char *what, const distill_model *m)
 {
-    int rc = cli_check_fit(what, m, "data", r->train, !r->o->unlabelled);
+    int rc = cli_check_fit(what, m, "data", r->train, !r->o->unlabelled, r->o, 1);
     if (rc == CLI_OK && r->val)
         rc = cli_check_fit(what, m, "validation data", r->val,
-                           distill_dataset_has_labels(r->val));
+                           distill_dataset_has_labels(r->val), r->o, 0);
     return rc;
 }
 
@@ -216,9 +217,8 @@ static int open_train_model(run *r)
             return rc;
         return load_data(r, shape);
     }
-    if ((rc = load_data(r, NULL)))
+    if ((rc = load_data(r, NULL)) || (rc = cli_transformed_dims(o, r->train, 1, shape)))
         return rc;
-    distill_dataset_sample_dims(r->train, shape);
     int classes = distill_dataset_num_classes(r->train);
     if (classes < 2)
         return cli_fail(CLI_ERUNTIME, "--data %s has %d classes; a model needs at least 2",
@@ -300,9 +300,8 @@ static int open_cached_models(run *r)
             (rc = load_data(r, shape)))
             return rc;
     } else {
-        if ((rc = load_data(r, NULL)))
+        if ((rc = load_data(r, NULL)) || (rc = cli_transformed_dims(o, r->train, 1, shape)))
             return rc;
-        distill_dataset_sample_dims(r->train, shape);
         distill_zoo_options z;
         zoo_for(&z, shape, classes, o->seed);
         if ((rc = cli_model_open("--student", o->student, &z, &r->student)))
@@ -332,6 +331,14 @@ static void trainer_options(run *r, distill_trainer_options *t)
     t->norm_count = r->norm.count;
     memcpy(t->mean, r->norm.mean, sizeof t->mean);
     memcpy(t->std, r->norm.std, sizeof t->std);
+    t->resize = o->resize;
+    memcpy(t->center_crop, o->center_crop, sizeof t->center_crop);
+    memcpy(t->random_resized_crop, o->rrc, sizeof t->random_resized_crop);
+    if (o->n_scale)
+        memcpy(t->rrc_scale, o->scale, sizeof t->rrc_scale);
+    if (o->n_ratio)
+        memcpy(t->rrc_ratio, o->ratio, sizeof t->rrc_ratio);
+    t->workers = o->workers;
     t->progress = cli_progress_cb;
     t->progress_payload = &r->progress;
     t->progress_every = cli_progress_every(&r->progress);
@@ -534,6 +541,11 @@ static int cache_check(run *r)
     const cli_command *cmd = r->cmd;
     const cli_options *o = r->o;
     int rc;
+    if (cli_given(o, OPT_RRC))
+        return cli_fail(CLI_EUSAGE,
+                        "cache: --random-resized-crop cannot be cached: a cache holds the logits "
+                        "of enumerable views (crop offsets x flips) and RandomResizedCrop draws "
+                        "its boxes from a continuum (distill with --teacher instead)");
     if ((rc = cli_require(cmd, o, OPT_TEACHER)) || (rc = cli_require(cmd, o, OPT_DATA)) ||
         (rc = cli_require(cmd, o, OPT_OUT)) ||
         (rc = cli_data_parse("--data", o->data, &r->data)) ||
@@ -553,7 +565,7 @@ static int cache_open(run *r)
         return rc;
     int labelled = distill_dataset_has_labels(r->train);
     for (int i = 0; i < r->n_teachers; i++)
-        if ((rc = cli_check_fit("teacher", r->tmodels[i], "data", r->train, labelled)))
+        if ((rc = cli_check_fit("teacher", r->tmodels[i], "data", r->train, labelled, r->o, 1)))
             return rc;
     return make_teachers(r);
 }
@@ -568,6 +580,8 @@ static int cache_build(run *r, cache_info *c)
     memcpy(co->mean, r->norm.mean, sizeof co->mean);
     memcpy(co->std, r->norm.std, sizeof co->std);
     co->batch_size = cli_given(o, OPT_BATCH) ? o->batch : DEFAULT_CACHE_BATCH;
+    co->resize = o->resize;
+    memcpy(co->center_crop, o->center_crop, sizeof co->center_crop);
     int side = 2 * co->crop_padding + 1;
     c->views = side * side * (co->hflip ? 2 : 1);
     c->samples = distill_dataset_size(r->train);

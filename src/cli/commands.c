@@ -22,7 +22,9 @@
     {OPT_DATA, NULL}, {OPT_VAL, NULL}, {OPT_OUT, NULL}, {OPT_EPOCHS, NULL},    \
     {OPT_BATCH, NULL}, {OPT_LR, NULL}, {OPT_SEED, NULL}, {OPT_THREADS, NULL},  \
     {OPT_LIMIT, "use only the first N training samples"}, {OPT_VAL_LIMIT, NULL}, \
-    {OPT_AUGMENT, NULL}, {OPT_NO_AUGMENT, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}
+    {OPT_AUGMENT, NULL}, {OPT_NO_AUGMENT, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, \
+    {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL}, {OPT_RRC, NULL}, {OPT_SCALE, NULL},    \
+    {OPT_RATIO, NULL}, {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}
 
 static const cli_cmd_opt TRAIN_OPTS[] = {
     {OPT_MODEL, "the model to train: a zoo name (a new model sized for the data) or a model "
@@ -47,9 +49,11 @@ static const cli_cmd_opt DISTILL_OPTS[] = {
     TRAINING_OPTS,
     {OPT_UNLABELLED, NULL},
     {OPT_CHANNELS, "with --teacher-cache and a zoo student: read image folders with C channels "
-                   "(default 3); give the teacher's"},
-    {OPT_SIZE, "with --teacher-cache and a zoo student: resize image folders to HxW (default: "
-               "the first image's size); give the teacher's"},
+                   "(default 3; give the teacher's). With --teacher, folders are read with the "
+                   "teacher's channels and a different C is refused"},
+    {OPT_SIZE, "read image folders at HxW (default: the teacher's input size, read from the "
+               "teacher; with --teacher-cache and a zoo student, the first image's size). "
+               "The transforms must then give the teacher's size, or the run is refused"},
     {OPT_JSON, NULL}, {OPT_QUIET, NULL},
     END_OPTS};
 
@@ -64,6 +68,10 @@ static const cli_cmd_opt CACHE_OPTS[] = {
                   "(the default)"},
     {OPT_NO_AUGMENT, "cache the images as they are, for `distill distill --no-augment`"},
     {OPT_MEAN, NULL}, {OPT_STD, NULL},
+    {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL},
+    {OPT_RRC, "refused: a RandomResizedCrop's boxes cannot be enumerated, so cannot be cached"},
+    {OPT_SIZE, "read image folders at HxW (default: the teacher's input size)"},
+    {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL},
     {OPT_BATCH, "the teacher's batch size while building (default 256)"},
     {OPT_THREADS, NULL}, {OPT_JSON, NULL},
     {OPT_QUIET, "print nothing on stderr before building"},
@@ -73,7 +81,9 @@ static const cli_cmd_opt EVAL_OPTS[] = {
     {OPT_MODEL, NULL},
     {OPT_DATA, "the data to evaluate on (fashion-mnist: its 10000 test images)"},
     {OPT_LIMIT, NULL}, {OPT_BATCH, "batch size (default 256)"}, {OPT_THREADS, NULL},
-    {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_CONFUSION, NULL}, {OPT_JSON, NULL},
+    {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL},
+    {OPT_SIZE, "read image folders at HxW (default: the model's input size)"},
+    {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_CONFUSION, NULL}, {OPT_JSON, NULL},
     END_OPTS};
 
 static const cli_cmd_opt REPORT_OPTS[] = {
@@ -82,7 +92,10 @@ static const cli_cmd_opt REPORT_OPTS[] = {
     {OPT_DATA, "the data to measure accuracy and agreement on (fashion-mnist: its test images)"},
     {OPT_LIMIT, NULL}, {OPT_BATCH, "the large batch of the latency and throughput measures "
                                    "(default 128)"},
-    {OPT_THREADS, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_JSON, NULL},
+    {OPT_THREADS, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_RESIZE, NULL},
+    {OPT_CENTER_CROP, NULL},
+    {OPT_SIZE, "read image folders at HxW (default: the teacher's input size)"},
+    {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_JSON, NULL},
     END_OPTS};
 
 static const cli_cmd_opt PREDICT_OPTS[] = {

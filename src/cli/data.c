@@ -80,16 +80,29 @@ void cli_data_spec_free(cli_data_spec *spec)
 
 /* ------------------------------------------------------------- loading */
 
+/*
+ * An image folder for a model of input `shape` is read with the model's
+ * channels, at --size if given, else at the model's input size; the
+ * transforms then bring it to the model's size (checked by
+ * cli_check_fit, which names the conflict).  --channels that differ from
+ * the model's are a conflict, refused here.
+ */
 static int load_folder(const cli_data_spec *spec, const int64_t *shape, const cli_options *o,
                        distill_dataset **out)
 {
     distill_folder_options fo;
     distill_folder_options_init(&fo, DISTILL_FOLDER_OPTIONS_VERSION);
     fo.resize = DISTILL_RESIZE_BILINEAR;
+    fo.memory_limit = cli_given(o, OPT_MEMORY) ? o->memory : 0;
     if (shape) {
+        if (cli_given(o, OPT_CHANNELS) && o->channels != shape[0])
+            return cli_fail(CLI_EUSAGE, "--channels %d conflicts with the model's input, which "
+                            "has %lld channel%s (leave --channels out: folders are read with "
+                            "the model's channels)",
+                            o->channels, (long long)shape[0], shape[0] == 1 ? "" : "s");
         fo.channels = (int)shape[0];
-        fo.height = (int)shape[1];
-        fo.width = (int)shape[2];
+        fo.height = cli_given(o, OPT_SIZE) ? o->height : (int)shape[1];
+        fo.width = cli_given(o, OPT_SIZE) ? o->width : (int)shape[2];
     } else {
         fo.channels = cli_given(o, OPT_CHANNELS) ? o->channels : 3;
         fo.height = o->height;
@@ -153,6 +166,15 @@ int cli_norm_get(const cli_data_spec *spec, const cli_options *o, cli_norm *norm
 {
     memset(norm, 0, sizeof *norm);
     int has_mean = cli_given(o, OPT_MEAN), has_std = cli_given(o, OPT_STD);
+    if (o->mean_imagenet) {
+        if (has_std)
+            return cli_fail(CLI_EUSAGE, "--mean imagenet sets the std too (0.229,0.224,0.225); "
+                                        "leave out --std");
+        norm->count = 3;
+        memcpy(norm->mean, o->mean, sizeof norm->mean);
+        memcpy(norm->std, o->std, sizeof norm->std); /* ImageNet's, set with the mean */
+        return CLI_OK;
+    }
     if (has_mean != has_std)
         return cli_fail(CLI_EUSAGE, "--mean and --std must be given together");
     if (has_mean) {
@@ -257,18 +279,66 @@ int cli_model_input_shape(const char *what, const distill_model *m, int64_t shap
     return CLI_OK;
 }
 
-int cli_check_fit(const char *what, const distill_model *m, const char *data_what,
-                  const distill_dataset *ds, int check_classes)
+int cli_has_size_transform(const cli_options *o)
 {
-    int64_t in[3] = {0, 0, 0}, dd[3] = {0, 0, 0};
-    int rc = cli_model_input_shape(what, m, in);
+    return cli_given(o, OPT_RESIZE) || cli_given(o, OPT_CENTER_CROP) || cli_given(o, OPT_RRC);
+}
+
+int cli_transformed_dims(const cli_options *o, const distill_dataset *ds, int training,
+                         int64_t dims[3])
+{
+    distill_dataset_sample_dims(ds, dims);
+    if (!cli_has_size_transform(o))
+        return CLI_OK;
+    /* the library's own answer: a loader with these transforms */
+    distill_loader_options lo;
+    distill_loader_options_init(&lo, DISTILL_LOADER_OPTIONS_VERSION);
+    lo.batch_size = 1;
+    lo.prefetch = 0;
+    if (training && cli_given(o, OPT_RRC)) {
+        memcpy(lo.random_resized_crop, o->rrc, sizeof lo.random_resized_crop);
+    } else {
+        lo.resize = o->resize;
+        memcpy(lo.center_crop, o->center_crop, sizeof lo.center_crop);
+    }
+    distill_loader *ld;
+    int rc = distill_loader_create(&ld, ds, &lo);
     if (rc)
+        return cli_fail_lib(rc, "--resize, --center-crop, --random-resized-crop");
+    distill_loader_sample_dims(ld, dims);
+    distill_loader_free(ld);
+    return CLI_OK;
+}
+
+int cli_check_fit(const char *what, const distill_model *m, const char *data_what,
+                  const distill_dataset *ds, int check_classes, const cli_options *o,
+                  int training)
+{
+    int64_t in[3] = {0, 0, 0}, dd[3] = {0, 0, 0}, stored[3];
+    int rc = cli_model_input_shape(what, m, in);
+    if (rc || (rc = cli_transformed_dims(o, ds, training, dd)))
         return rc;
-    distill_dataset_sample_dims(ds, dd);
-    if (in[0] != dd[0] || in[1] != dd[1] || in[2] != dd[2])
-        return cli_fail(CLI_ERUNTIME, "%s takes %lldx%lldx%lld images, %s has %lldx%lldx%lld",
+    distill_dataset_sample_dims(ds, stored);
+    if (in[0] != dd[0] || in[1] != dd[1] || in[2] != dd[2]) {
+        if (!cli_has_size_transform(o))
+            return cli_fail(CLI_ERUNTIME, "%s takes %lldx%lldx%lld images, %s has "
+                            "%lldx%lldx%lld%s",
+                            what, (long long)in[0], (long long)in[1], (long long)in[2],
+                            data_what, (long long)dd[0], (long long)dd[1], (long long)dd[2],
+                            cli_given(o, OPT_SIZE) ? " (--size: give --center-crop or "
+                                                     "--random-resized-crop of the model's "
+                                                     "size, or leave --size out)"
+                                                   : "");
+        return cli_fail(CLI_ERUNTIME, "%s takes %lldx%lldx%lld images; %s is %lldx%lldx%lld and "
+                        "the transforms (%s) make it %lldx%lldx%lld (give --center-crop or "
+                        "--random-resized-crop %lldx%lld)",
                         what, (long long)in[0], (long long)in[1], (long long)in[2], data_what,
-                        (long long)dd[0], (long long)dd[1], (long long)dd[2]);
+                        (long long)stored[0], (long long)stored[1], (long long)stored[2],
+                        training && cli_given(o, OPT_RRC) ? "--random-resized-crop"
+                                                          : "--resize, --center-crop",
+                        (long long)dd[0], (long long)dd[1], (long long)dd[2], (long long)in[1],
+                        (long long)in[2]);
+    }
     int mc = cli_model_classes(m), dc = distill_dataset_num_classes(ds);
     if (mc < 2)
         return cli_fail(CLI_ERUNTIME, "%s: the output '%s' is not a vector of class logits", what,

@@ -24,7 +24,9 @@ typedef enum arg_kind {
     ARG_SEED,   /* an unsigned 64-bit integer */
     ARG_REAL,   /* a positive finite number */
     ARG_FLOATS, /* 1 to 4 comma-separated numbers */
-    ARG_SIZE    /* HxW */
+    ARG_SIZE,   /* HxW */
+    ARG_HW,     /* N or HxW, a pair of sides */
+    ARG_BYTES   /* a byte count with an optional K, M, G or T suffix (powers of 1024) */
 } arg_kind;
 
 typedef struct opt_def {
@@ -72,8 +74,9 @@ static const opt_def OPTS[OPT_COUNT_] = {
      "random crop of the 2-pixel zero-padded image and horizontal flip (the default)"},
     {OPT_NO_AUGMENT, "no-augment", ARG_FLAG, NULL, 0, 0, "train on the images as they are"},
     {OPT_MEAN, "mean", ARG_FLOATS, "M[,M...]", 0, 0,
-     "normalization mean, one value or one per channel (default: 0.2860 for fashion-mnist, "
-     "else none)"},
+     "normalization mean, one value or one per channel, or `imagenet` for ImageNet's mean "
+     "0.485,0.456,0.406 and std 0.229,0.224,0.225 (default: 0.2860 for fashion-mnist, else "
+     "none)"},
     {OPT_STD, "std", ARG_FLOATS, "S[,S...]", 0, 0,
      "normalization standard deviation (default: 0.3530 for fashion-mnist)"},
     {OPT_CHANNELS, "channels", ARG_INT, "C", 1, 4,
@@ -88,6 +91,25 @@ static const opt_def OPTS[OPT_COUNT_] = {
     {OPT_TOP, "top", ARG_INT, "K", 1, 1000, "print the K most likely classes (default 1)"},
     {OPT_JSON, "json", ARG_FLAG, NULL, 0, 0, "print the result as one JSON object on stdout"},
     {OPT_QUIET, "quiet", ARG_FLAG, NULL, 0, 0, "no progress output on stderr"},
+    {OPT_RESIZE, "resize", ARG_INT, "N", 1, 65535,
+     "Resize: bring the shorter side of each sample to N pixels (bilinear, as torchvision's "
+     "Resize(N) with antialias=False), before --center-crop"},
+    {OPT_CENTER_CROP, "center-crop", ARG_HW, "HxW", 0, 0,
+     "CenterCrop: the centred HxW (or NxN) window, zero-padded if the sample is smaller"},
+    {OPT_RRC, "random-resized-crop", ARG_HW, "HxW", 0, 0,
+     "RandomResizedCrop for training: a random box (see --scale, --ratio) resized to HxW; "
+     "replaces the pad-and-crop of --augment (the flip stays), and training batches then skip "
+     "--resize and --center-crop, which validation still uses"},
+    {OPT_SCALE, "scale", ARG_FLOATS, "MIN,MAX", 0, 0,
+     "the area range of --random-resized-crop, as fractions of the image (default 0.08,1)"},
+    {OPT_RATIO, "ratio", ARG_FLOATS, "MIN,MAX", 0, 0,
+     "the aspect-ratio (width / height) range of --random-resized-crop (default 0.75,1.3333)"},
+    {OPT_MEMORY, "memory", ARG_BYTES, "SIZE", 0, 0,
+     "memory budget of an image folder's decoded bytes, e.g. 512M or 4G; a larger folder is "
+     "streamed: decoded from its files every epoch on the loader's threads (default 4G)"},
+    {OPT_WORKERS, "workers", ARG_INT, "N", 0, 64,
+     "loader threads that decode, transform and normalize batches (default 1; batches are the "
+     "same for every N)"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -198,6 +220,8 @@ static int set_int(const cli_command *cmd, const opt_def *d, const char *v, cli_
              : d->id == OPT_BATCH ? &o->batch
              : d->id == OPT_THREADS ? &o->threads
              : d->id == OPT_CHANNELS ? &o->channels
+             : d->id == OPT_RESIZE ? &o->resize
+             : d->id == OPT_WORKERS ? &o->workers
                                      : &o->top;
     *dst = (int)x;
     return CLI_OK;
@@ -241,7 +265,16 @@ static int set_real(const cli_command *cmd, const opt_def *d, const char *v, cli
 
 static int set_floats(const cli_command *cmd, const opt_def *d, const char *v, cli_options *o)
 {
-    float *dst = d->id == OPT_MEAN ? o->mean : o->std;
+    if (d->id == OPT_MEAN && strcmp(v, "imagenet") == 0) {
+        static const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+        memcpy(o->mean, mean, sizeof mean);
+        memcpy(o->std, sd, sizeof sd);
+        o->n_mean = 3;
+        o->mean_imagenet = 1;
+        return CLI_OK;
+    }
+    float *dst = d->id == OPT_MEAN ? o->mean : d->id == OPT_STD ? o->std
+               : d->id == OPT_SCALE ? o->scale : o->ratio;
     int n = 0;
     const char *p = v;
     for (;;) {
@@ -256,10 +289,67 @@ static int set_floats(const cli_command *cmd, const opt_def *d, const char *v, c
             break;
         p = end + 1;
     }
-    if (d->id == OPT_MEAN)
+    if (d->id == OPT_MEAN) {
         o->n_mean = n;
-    else
+    } else if (d->id == OPT_STD) {
         o->n_std = n;
+    } else {
+        /* a range: two numbers, 0 < min <= max (scale: max <= 1) */
+        if (n != 2 || !(dst[0] > 0) || dst[0] > dst[1] || (d->id == OPT_SCALE && dst[1] > 1))
+            return bad_value(cmd, d, v,
+                             d->id == OPT_SCALE ? "MIN,MAX with 0 < MIN <= MAX <= 1"
+                                                : "MIN,MAX with 0 < MIN <= MAX");
+        if (d->id == OPT_SCALE)
+            o->n_scale = n;
+        else
+            o->n_ratio = n;
+    }
+    return CLI_OK;
+}
+
+/* N or HxW, each side in 1..65535. */
+static int set_hw(const cli_command *cmd, const opt_def *d, const char *v, cli_options *o)
+{
+    char *end;
+    errno = 0;
+    long h = strtol(v, &end, 10), w = h;
+    if (!errno && end != v && (*end == 'x' || *end == 'X')) {
+        const char *p = end + 1;
+        w = strtol(p, &end, 10);
+        if (end == p)
+            w = 0;
+    }
+    if (errno || end == v || *end || h < 1 || w < 1 || h > 65535 || w > 65535)
+        return bad_value(cmd, d, v, "a size N or HxW (1..65535 each)");
+    int *dst = d->id == OPT_CENTER_CROP ? o->center_crop : o->rrc;
+    dst[0] = (int)h;
+    dst[1] = (int)w;
+    return CLI_OK;
+}
+
+/* A byte count: digits, then optionally K, M, G or T (times 1024^k) and
+ * an optional B ("512M", "4G", "1500000"). */
+static int set_bytes(const cli_command *cmd, const opt_def *d, const char *v, cli_options *o)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    int shift = 0;
+    if (!errno && end != v && v[0] != '-') {
+        switch (*end) {
+        case 'k': case 'K': shift = 10; end++; break;
+        case 'm': case 'M': shift = 20; end++; break;
+        case 'g': case 'G': shift = 30; end++; break;
+        case 't': case 'T': shift = 40; end++; break;
+        default: break;
+        }
+        if (*end == 'b' || *end == 'B')
+            end++;
+    }
+    if (errno || end == v || *end || v[0] == '-' || x < 1 ||
+        x > ((unsigned long long)INT64_MAX >> shift))
+        return bad_value(cmd, d, v, "a size in bytes such as 512M or 4G");
+    o->memory = (int64_t)(x << shift);
     return CLI_OK;
 }
 
@@ -332,6 +422,8 @@ static int set_value(const cli_command *cmd, const opt_def *d, const char *v, cl
     case ARG_REAL: return set_real(cmd, d, v, o);
     case ARG_FLOATS: return set_floats(cmd, d, v, o);
     case ARG_SIZE: return set_size(cmd, d, v, o);
+    case ARG_HW: return set_hw(cmd, d, v, o);
+    case ARG_BYTES: return set_bytes(cmd, d, v, o);
     default: return CLI_OK;
     }
 }

@@ -221,6 +221,53 @@ else
     ok "failed runs write nothing"
 fi
 
+# ------------------------------------------------ transforms and streaming
+
+# The two-class PNG folder (28x28 gray), streamed (--memory 1K is less than
+# its 1568 bytes), through torchvision-style transforms; the teacher's input
+# size and channels are read from the teacher.
+tx=$scratch/tx.dstl
+rm -f "$tx"
+expect_ok "train: streamed folder, RandomResizedCrop, Resize + CenterCrop" '"accuracy": [0-9.]+' \
+    train --model resnet8 --data "$folder" --channels 1 --random-resized-crop 24 \
+    --scale 0.5,1 --ratio 0.8,1.25 --resize 32 --center-crop 24x24 --mean 0.5 --std 0.25 \
+    --memory 1K --workers 2 --batch 2 --epochs 1 --threads 2 --quiet --json --out "$tx"
+expect_ok "distill: the folder read at the teacher's input size" '"accuracy": [0-9.]+' \
+    distill --teacher "$tx" --student resnet8 --data "$folder" --batch 2 --epochs 1 \
+    --threads 2 --quiet --json --out "$scratch/tx-student.dstl"
+expect_ok "distill: --size, then --center-crop to the teacher's size" '"accuracy": [0-9.]+' \
+    distill --teacher "$tx" --student resnet8 --data "$folder" --size 28x28 --center-crop 24 \
+    --batch 2 --epochs 1 --threads 2 --quiet --json --out "$scratch/tx-student.dstl"
+expect_error "distill: --size conflicting with the teacher" 1 'teacher takes 1x24x24 images.*--size' \
+    distill --teacher "$tx" --student resnet8 --data "$folder" --size 28x28 --batch 2 \
+    --epochs 1 --threads 2 --quiet --out "$scratch/x.dstl"
+expect_error "distill: --channels conflicting with the teacher" 2 'channels 3 conflicts' \
+    distill --teacher "$tx" --student resnet8 --data "$folder" --channels 3 --batch 2 \
+    --epochs 1 --threads 2 --quiet --out "$scratch/x.dstl"
+expect_error "transforms giving another size" 1 'make it 1x20x20' \
+    distill --teacher "$tx" --student resnet8 --data "$folder" --center-crop 20 --batch 2 \
+    --epochs 1 --threads 2 --quiet --out "$scratch/x.dstl"
+expect_ok "eval: Resize + CenterCrop, streamed" '"accuracy": [0-9.]+' \
+    eval --model "$tx" --data "$folder" --resize 30 --center-crop 24 --mean 0.5 --std 0.25 \
+    --memory 100 --workers 2 --json
+expect_error "cache refuses RandomResizedCrop" 2 'cannot be cached' \
+    cache --teacher "$tx" --data "$folder" --random-resized-crop 24 --out "$scratch/x.cache"
+expect_error "--mean imagenet with --std" 2 'sets the std too' \
+    train --model resnet8 --data "$folder" --mean imagenet --std 1 --out "$scratch/x.dstl"
+expect_ok "--mean imagenet (RGB folder)" '"accuracy": [0-9.]+' \
+    train --model resnet8 --data "$folder" --mean imagenet --size 16x16 --batch 2 --epochs 1 \
+    --threads 2 --quiet --json --out "$scratch/rgb.dstl"
+expect_error "bad --memory" 2 "'12Q' is not a size in bytes" \
+    train --model resnet8 --data "$folder" --memory 12Q --out "$scratch/x.dstl"
+expect_error "bad --scale" 2 'MIN <= MAX' \
+    train --model resnet8 --data "$folder" --random-resized-crop 8 --scale 0.9,0.1 \
+    --out "$scratch/x.dstl"
+if [ -e "$scratch/x.dstl" ]; then
+    not_ok "failed transform runs write nothing" "x.dstl exists"
+else
+    ok "failed transform runs write nothing"
+fi
+
 # ------------------------------------------------------------ Fashion-MNIST
 
 if [ ! -e "$fmnist/train-images-idx3-ubyte.gz" ] && [ ! -e "$fmnist/train-images-idx3-ubyte" ]; then
