@@ -53,8 +53,8 @@ typedef struct perm_cache {
 /* One thread's buffers for building a sample. */
 typedef struct scratch {
     uint8_t *raw;              /* a streamed sample's bytes (store shape) */
-    float *mid;                /* Resize / CenterCrop output (c, bh, bw) */
-    float *rrc;                /* RandomResizedCrop output (c, oh, ow) */
+    float *mid;                /* Resize / CenterCrop output (c, bh, bw) before a
+                                  RandomResizedCrop */
     int64_t *y0, *y1, *x0, *x1; /* RandomResizedCrop taps, oh and ow entries */
     float *ty, *tx;
 } scratch;
@@ -332,53 +332,60 @@ static void stage_base(const distill_loader *ld, const uint8_t *s8, const float 
     }
 }
 
-/* Stage 2: the box (top, left, h, w) of the (bh, bw) image (p8 or pf)
- * resized to (oh, ow) into sc->rrc. */
-static void stage_rrc(const distill_loader *ld, scratch *sc, const uint8_t *p8, const float *pf,
-                      const int64_t box[4])
+/* The RandomResizedCrop's taps: output row y of (oh, ow) reads rows y0, y1
+ * of the box (top, left, h, w), in the coordinates of the whole image. */
+static void rrc_taps(const distill_loader *ld, scratch *sc, const int64_t box[4])
 {
-    const int64_t bh = ld->bh, bw = ld->bw, oh = ld->oh, ow = ld->ow;
-    for (int64_t y = 0; y < oh; y++) {
-        bilinear_tap(y, box[2], oh, &sc->y0[y], &sc->y1[y], &sc->ty[y]);
+    for (int64_t y = 0; y < ld->oh; y++) {
+        bilinear_tap(y, box[2], ld->oh, &sc->y0[y], &sc->y1[y], &sc->ty[y]);
         sc->y0[y] += box[0];
         sc->y1[y] += box[0];
     }
-    for (int64_t x = 0; x < ow; x++) {
-        bilinear_tap(x, box[3], ow, &sc->x0[x], &sc->x1[x], &sc->tx[x]);
+    for (int64_t x = 0; x < ld->ow; x++) {
+        bilinear_tap(x, box[3], ld->ow, &sc->x0[x], &sc->x1[x], &sc->tx[x]);
         sc->x0[x] += box[1];
         sc->x1[x] += box[1];
     }
-    for (int64_t k = 0; k < ld->c; k++) {
-        size_t plane = (size_t)(k * bh * bw);
-        for (int64_t y = 0; y < oh; y++) {
-            float *out = sc->rrc + (k * oh + y) * ow;
-            size_t r0 = plane + (size_t)(sc->y0[y] * bw), r1 = plane + (size_t)(sc->y1[y] * bw);
-            float wy = sc->ty[y];
-            for (int64_t x = 0; x < ow; x++) {
-                int64_t x0 = sc->x0[x], x1 = sc->x1[x];
-                float wx = sc->tx[x];
-                out[x] = (1 - wy) * ((1 - wx) * pixel(ld, p8, pf, r0 + (size_t)x0) +
-                                     wx * pixel(ld, p8, pf, r0 + (size_t)x1)) +
-                         wy * ((1 - wx) * pixel(ld, p8, pf, r1 + (size_t)x0) +
-                               wx * pixel(ld, p8, pf, r1 + (size_t)x1));
-            }
-        }
-    }
 }
 
-/* The last pass, in one sweep: pad-and-crop at (ox, oy), flip, and
- * normalization of the (h, w) image (bytes through the table, or values)
- * into dst (c, h, w). */
-static void final_pass(const distill_loader *ld, const uint8_t *src8, const float *srcf,
-                       int64_t ox, int64_t oy, int flip, float *dst)
+/*
+ * Where the last pass reads the (h, w) image before pad-and-crop and flip:
+ * planes (c, ph, pw) of bytes (p8) or values (pf), either directly at
+ * (y + oy0, x + ox0) -- zero outside, a CenterCrop's padding -- or through
+ * bilinear taps per row and column (a Resize, or a RandomResizedCrop's
+ * box), i0 < 0 marking a row or column outside the image (zero).
+ */
+typedef struct sampler {
+    const uint8_t *p8;
+    const float *pf;
+    int64_t ph, pw;
+    int interp;
+    int64_t oy0, ox0;
+    const int64_t *y0, *y1, *x0, *x1;
+    const float *ty, *tx;
+} sampler;
+
+/*
+ * The last pass, in one sweep over the output: pad-and-crop at (ox, oy),
+ * flip, the sampling of the last resize (or crop), the conversion of
+ * bytes, and normalization, into dst (c, h, w).  The values are those of
+ * doing each step on its own image in turn: the same float operations.
+ */
+static void final_pass(const distill_loader *ld, const sampler *sm, int64_t ox, int64_t oy,
+                       int flip, float *dst)
 {
-    const int64_t c = ld->c, h = ld->h, w = ld->w;
+    const int64_t c = ld->c, h = ld->h, w = ld->w, ph = sm->ph, pw = sm->pw;
     /* out[y][x] = padded[y + oy][xs + ox] with xs = flip ? w-1-x : x; in
-     * the unpadded source that is row y + oy - P, column xs + ox - P. */
+     * the unpadded image that is row y + oy - P, column xs + ox - P. */
     const int64_t dy = oy - ld->pad, dx = ox - ld->pad;
+    const uint8_t *p8 = sm->p8;
+    const float *pf = sm->pf;
     for (int64_t k = 0; k < c; k++) {
-        const float *lut = src8 ? ld->lut + k * 256 : NULL;
+        /* bytes read directly: converted and normalized by the table */
+        const float *lut = p8 && !sm->interp ? ld->lut + k * 256 : NULL;
         const float mean = ld->mean[k], sd = ld->std[k];
+        const float zero = ld->normalize ? (0.0f - mean) / sd : 0.0f;
+        const size_t plane = (size_t)(k * ph * pw);
         for (int64_t y = 0; y < h; y++) {
             float *out = dst + (k * h + y) * w;
             int64_t sy = y + dy;
@@ -387,19 +394,50 @@ static void final_pass(const distill_loader *ld, const uint8_t *src8, const floa
                     out[x] = ld->pad_value;
                 continue;
             }
-            size_t row = (size_t)((k * h + sy) * w);
+            size_t r0, r1 = 0;
+            float wy = 0;
+            int zero_row;
+            if (sm->interp) {
+                zero_row = sm->y0[sy] < 0;
+                r0 = plane + (size_t)(sm->y0[sy] * pw);
+                r1 = plane + (size_t)(sm->y1[sy] * pw);
+                wy = sm->ty[sy];
+            } else {
+                int64_t ry = sy + sm->oy0;
+                zero_row = ry < 0 || ry >= ph;
+                r0 = plane + (size_t)(ry * pw);
+            }
             for (int64_t x = 0; x < w; x++) {
                 int64_t sx = (flip ? w - 1 - x : x) + dx;
                 float v;
-                if (sx < 0 || sx >= w)
-                    v = ld->pad_value;
-                else if (lut)
-                    v = lut[src8[row + (size_t)sx]];
-                else if (ld->normalize)
-                    v = (srcf[row + (size_t)sx] - mean) / sd;
-                else
-                    v = srcf[row + (size_t)sx];
-                out[x] = v;
+                if (sx < 0 || sx >= w) {
+                    out[x] = ld->pad_value;
+                    continue;
+                }
+                if (sm->interp) {
+                    int64_t x0 = sm->x0[sx], x1 = sm->x1[sx];
+                    if (zero_row || x0 < 0) {
+                        out[x] = zero;
+                        continue;
+                    }
+                    float wx = sm->tx[sx];
+                    v = (1 - wy) * ((1 - wx) * pixel(ld, p8, pf, r0 + (size_t)x0) +
+                                    wx * pixel(ld, p8, pf, r0 + (size_t)x1)) +
+                        wy * ((1 - wx) * pixel(ld, p8, pf, r1 + (size_t)x0) +
+                              wx * pixel(ld, p8, pf, r1 + (size_t)x1));
+                } else {
+                    int64_t rx = sx + sm->ox0;
+                    if (zero_row || rx < 0 || rx >= pw) {
+                        out[x] = zero;
+                        continue;
+                    }
+                    if (lut) {
+                        out[x] = lut[p8[r0 + (size_t)rx]];
+                        continue;
+                    }
+                    v = pixel(ld, p8, pf, r0 + (size_t)rx);
+                }
+                out[x] = ld->normalize ? (v - mean) / sd : v;
             }
         }
     }
@@ -407,36 +445,58 @@ static void final_pass(const distill_loader *ld, const uint8_t *src8, const floa
 
 /* Store sample s through the transforms, with pad-crop offsets (ox, oy)
  * and flip; the RandomResizedCrop box of (epoch, q) when there is one.
- * Into dst (c, h, w). */
+ * Into dst (c, h, w).  Only a Resize + CenterCrop followed by a
+ * RandomResizedCrop takes an image in between; otherwise the last pass
+ * reads the stored sample itself. */
 static int build_view(const distill_loader *ld, scratch *sc, int64_t s, uint64_t epoch,
                       uint64_t q, int64_t ox, int64_t oy, int flip, float *dst)
 {
     const store *st = ld->st;
-    const uint8_t *p8 = NULL;
-    const float *pf = NULL;
+    sampler sm;
+    memset(&sm, 0, sizeof sm);
     if (st->type == STORE_FILES) {
         int rc = store_sample_u8(st, s, sc->raw);
         if (rc)
             return rc;
-        p8 = sc->raw;
+        sm.p8 = sc->raw;
     } else if (st->type == STORE_U8) {
-        p8 = (const uint8_t *)st->pixels + (size_t)s * ld->in_elems;
+        sm.p8 = (const uint8_t *)st->pixels + (size_t)s * ld->in_elems;
     } else {
-        pf = (const float *)st->pixels + (size_t)s * ld->in_elems;
+        sm.pf = (const float *)st->pixels + (size_t)s * ld->in_elems;
     }
-    if (ld->stage1) {
-        stage_base(ld, p8, pf, sc->mid);
-        p8 = NULL;
-        pf = sc->mid;
-    }
+    sm.ph = ld->sh;
+    sm.pw = ld->sw;
     if (ld->rrc) {
+        if (ld->stage1) {
+            stage_base(ld, sm.p8, sm.pf, sc->mid);
+            sm.p8 = NULL;
+            sm.pf = sc->mid;
+            sm.ph = ld->bh;
+            sm.pw = ld->bw;
+        }
         int64_t box[4];
         loader_rrc_box(ld, epoch, q, box);
-        stage_rrc(ld, sc, p8, pf, box);
-        p8 = NULL;
-        pf = sc->rrc;
+        rrc_taps(ld, sc, box);
+        sm.interp = 1;
+        sm.y0 = sc->y0;
+        sm.y1 = sc->y1;
+        sm.ty = sc->ty;
+        sm.x0 = sc->x0;
+        sm.x1 = sc->x1;
+        sm.tx = sc->tx;
+    } else if (ld->resize) {
+        sm.interp = 1;
+        sm.y0 = ld->ty.i0;
+        sm.y1 = ld->ty.i1;
+        sm.ty = ld->ty.t;
+        sm.x0 = ld->tx.i0;
+        sm.x1 = ld->tx.i1;
+        sm.tx = ld->tx.t;
+    } else {
+        sm.oy0 = ld->ctop; /* a CenterCrop alone, or nothing */
+        sm.ox0 = ld->cleft;
     }
-    final_pass(ld, p8, pf, ox, oy, flip, dst);
+    final_pass(ld, &sm, ox, oy, flip, dst);
     return DISTILL_OK;
 }
 
@@ -614,7 +674,6 @@ static void scratch_free(scratch *sc)
 {
     xfree(sc->raw);
     xfree(sc->mid);
-    xfree(sc->rrc);
     xfree(sc->y0);
     xfree(sc->y1);
     xfree(sc->x0);
@@ -628,18 +687,18 @@ static int scratch_alloc(const distill_loader *ld, scratch *sc)
     memset(sc, 0, sizeof *sc);
     if (ld->st->type == STORE_FILES && !(sc->raw = xmalloc(ld->in_elems)))
         return DISTILL_ENOMEM;
-    if (ld->stage1 && !(sc->mid = xmalloc((size_t)(ld->c * ld->bh * ld->bw) * sizeof(float))))
+    if (ld->stage1 && ld->rrc &&
+        !(sc->mid = xmalloc((size_t)(ld->c * ld->bh * ld->bw) * sizeof(float))))
         return DISTILL_ENOMEM;
     if (ld->rrc) {
         size_t oh = (size_t)ld->oh, ow = (size_t)ld->ow;
-        sc->rrc = xmalloc((size_t)ld->c * oh * ow * sizeof(float));
         sc->y0 = xmalloc(oh * sizeof(int64_t));
         sc->y1 = xmalloc(oh * sizeof(int64_t));
         sc->ty = xmalloc(oh * sizeof(float));
         sc->x0 = xmalloc(ow * sizeof(int64_t));
         sc->x1 = xmalloc(ow * sizeof(int64_t));
         sc->tx = xmalloc(ow * sizeof(float));
-        if (!sc->rrc || !sc->y0 || !sc->y1 || !sc->ty || !sc->x0 || !sc->x1 || !sc->tx)
+        if (!sc->y0 || !sc->y1 || !sc->ty || !sc->x0 || !sc->x1 || !sc->tx)
             return DISTILL_ENOMEM;
     }
     return DISTILL_OK;
@@ -698,8 +757,11 @@ static int axis_taps(taps *t, int64_t n, int64_t off, int64_t src, int64_t dst)
         return DISTILL_ENOMEM;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = i + off;
-        if (r < 0 || r >= dst)
-            r = 0; /* outside the resized image: not read */
+        if (r < 0 || r >= dst) {
+            t->i0[i] = t->i1[i] = -1; /* outside the resized image: zero */
+            t->t[i] = 0;
+            continue;
+        }
         bilinear_tap(r, src, dst, &t->i0[i], &t->i1[i], &t->t[i]);
     }
     return DISTILL_OK;

@@ -546,6 +546,95 @@ static void test_random_resized_crop(void **state)
     free(labels);
 }
 
+/* The whole pipeline against the references step by step: Resize ->
+ * CenterCrop -> pad-and-crop (every view) -> flip -> Normalize, and
+ * Resize -> CenterCrop -> RandomResizedCrop. */
+static void test_pipeline(void **state)
+{
+    (void)state;
+    enum { C = 3, H = 11, W = 9, P = 2 };
+    int32_t *labels;
+    uint8_t *b = make_bytes(1, C, H, W, &labels);
+    int64_t dims[3] = {C, H, W};
+    distill_dataset *ds;
+    assert_int_equal(distill_dataset_from_memory_u8(&ds, 1, dims, b, labels, 3,
+                                                    DISTILL_MEMORY_BORROW), DISTILL_OK);
+    double src[C * H * W];
+    bytes_to_double(b, C * H * W, src);
+    /* Resize(8): 8 x int(8 * 11 / 9) = 9 rows x 8 columns; CenterCrop 7 x 10
+     * (wider than the image: zero columns) */
+    enum { RH = 9, RW = 8, CH = 7, CW = 10 };
+    double resized[C * RH * RW], base[C * CH * CW];
+    ref_resize(src, C, H, W, 0, 0, H, W, resized, RH, RW);
+    ref_center_crop(resized, C, RH, RW, base, CH, CW);
+    float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    distill_loader_options o = base_opts();
+    o.shuffle = 0;
+    o.resize = 8;
+    o.center_crop[0] = CH;
+    o.center_crop[1] = CW;
+    o.crop_padding = P;
+    o.hflip = 1;
+    o.pad_value = -7.0f;
+    o.norm_count = 3;
+    o.mean = mean;
+    o.std = sd;
+    distill_loader *ld;
+    assert_int_equal(distill_loader_create(&ld, ds, &o), DISTILL_OK);
+    int64_t d[3];
+    distill_loader_sample_dims(ld, d);
+    assert_int_equal(d[1], CH);
+    assert_int_equal(d[2], CW);
+    assert_true(loader_views_enumerable(ld));
+    int side = 2 * P + 1;
+    assert_int_equal(loader_view_count(ld), side * side * 2);
+    float got[C * CH * CW];
+    double want[C * CH * CW];
+    for (int32_t v = 0; v < side * side * 2; v++) {
+        int flip = v % 2, ox = (v / 2) % side, oy = (v / 2) / side;
+        assert_int_equal(loader_build_view(ld, 0, v, got), DISTILL_OK);
+        for (int k = 0; k < C; k++)
+            for (int y = 0; y < CH; y++)
+                for (int x = 0; x < CW; x++) {
+                    int xs = flip ? CW - 1 - x : x;
+                    int sy = y + oy - P, sx = xs + ox - P;
+                    double val = sy < 0 || sy >= CH || sx < 0 || sx >= CW
+                                     ? -7.0
+                                     : (base[(k * CH + sy) * CW + sx] - mean[k]) / sd[k];
+                    want[(k * CH + y) * CW + x] = val;
+                }
+        close_to(got, want, C * CH * CW, 1e-5);
+    }
+    distill_loader_free(ld);
+
+    /* ... then a RandomResizedCrop of that 7 x 10 image, to 5 x 6 */
+    o.crop_padding = 0;
+    o.hflip = 0;
+    o.norm_count = 0;
+    o.random_resized_crop[0] = 5;
+    o.random_resized_crop[1] = 6;
+    assert_int_equal(distill_loader_create(&ld, ds, &o), DISTILL_OK);
+    for (uint64_t e = 0; e < 3; e++) {
+        assert_int_equal(distill_loader_set_epoch(ld, e), DISTILL_OK);
+        distill_tensor *x;
+        int64_t bd[4] = {1, C, 5, 6};
+        assert_int_equal(distill_tensor_create(&x, 4, bd), DISTILL_OK);
+        int count;
+        assert_int_equal(distill_loader_next(ld, x, NULL, &count), DISTILL_OK);
+        int64_t box[4];
+        loader_rrc_box(ld, e, 0, box);
+        assert_true(box[0] + box[2] <= CH && box[1] + box[3] <= CW);
+        double rw[C * 5 * 6];
+        ref_resize(base, C, CH, CW, box[0], box[1], box[2], box[3], rw, 5, 6);
+        close_to(distill_tensor_data(x), rw, C * 5 * 6, 1e-5);
+        distill_tensor_free(x);
+    }
+    distill_loader_free(ld);
+    distill_dataset_free(ds);
+    free(b);
+    free(labels);
+}
+
 /* The batches are the same bit for bit with 0, 1 or 3 workers, prefetch on
  * or off, in memory or streamed, and after jumping with set_state. */
 static void test_same_batches_everywhere(void **state)
@@ -682,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_center_crop),
         cmocka_unit_test(test_random_resized_crop),
+        cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_same_batches_everywhere),
         cmocka_unit_test(test_stream_error),
     };
