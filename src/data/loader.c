@@ -53,6 +53,8 @@ typedef struct perm_cache {
 /* One thread's buffers for building a sample. */
 typedef struct scratch {
     uint8_t *raw;              /* a streamed sample's bytes (store shape) */
+    int64_t raw_s;             /* the store index raw holds, or -1 (the views of a
+                                  cache are taken one sample at a time) */
     float *mid;                /* Resize / CenterCrop output (c, bh, bw) before a
                                   RandomResizedCrop */
     int64_t *y0, *y1, *x0, *x1; /* RandomResizedCrop taps, oh and ow entries */
@@ -455,9 +457,13 @@ static int build_view(const distill_loader *ld, scratch *sc, int64_t s, uint64_t
     sampler sm;
     memset(&sm, 0, sizeof sm);
     if (st->type == STORE_FILES) {
-        int rc = store_sample_u8(st, s, sc->raw);
-        if (rc)
-            return rc;
+        if (sc->raw_s != s) {
+            sc->raw_s = -1;
+            int rc = store_sample_u8(st, s, sc->raw);
+            if (rc)
+                return rc;
+            sc->raw_s = s;
+        }
         sm.p8 = sc->raw;
     } else if (st->type == STORE_U8) {
         sm.p8 = (const uint8_t *)st->pixels + (size_t)s * ld->in_elems;
@@ -685,6 +691,7 @@ static void scratch_free(scratch *sc)
 static int scratch_alloc(const distill_loader *ld, scratch *sc)
 {
     memset(sc, 0, sizeof *sc);
+    sc->raw_s = -1;
     if (ld->st->type == STORE_FILES && !(sc->raw = xmalloc(ld->in_elems)))
         return DISTILL_ENOMEM;
     if (ld->stage1 && ld->rrc &&

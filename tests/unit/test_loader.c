@@ -708,6 +708,30 @@ static void test_same_batches_everywhere(void **state)
         distill_loader_free(ld);
         run_free(ref);
     }
+    /* the views of teacher caches, streamed or not */
+    {
+        distill_loader_options o = base_opts();
+        o.crop_padding = 1;
+        o.hflip = 1;
+        o.resize = 9;
+        distill_loader *lm, *ls;
+        assert_int_equal(distill_loader_create(&lm, mem, &o), DISTILL_OK);
+        assert_int_equal(distill_loader_create(&ls, str, &o), DISTILL_OK);
+        int64_t d[3];
+        distill_loader_sample_dims(lm, d);
+        size_t e = (size_t)(d[0] * d[1] * d[2]);
+        float *vm = malloc(e * sizeof(float)), *vs = malloc(e * sizeof(float));
+        for (int64_t i = 0; i < N; i += 4)
+            for (int32_t v = 0; v < loader_view_count(lm); v++) {
+                assert_int_equal(loader_build_view(lm, i, v, vm), DISTILL_OK);
+                assert_int_equal(loader_build_view(ls, i, v, vs), DISTILL_OK);
+                assert_memory_equal(vm, vs, e * sizeof(float));
+            }
+        free(vm);
+        free(vs);
+        distill_loader_free(lm);
+        distill_loader_free(ls);
+    }
     /* get() decodes a streamed sample */
     float g[C * H * W];
     int32_t lab;
