@@ -532,11 +532,11 @@ static void batch_indices(distill_loader *ld, uint64_t epoch, uint64_t pos, int 
 
 /* ======================================================== threads */
 
-/* Claim and build samples of j until none is left to claim; called with
- * mu held, returns with it held. */
+/* Claim and build samples of j until none is left to claim (or the
+ * loader is being freed); called with mu held, returns with it held. */
 static void work_on(distill_loader *ld, scratch *sc, job *j)
 {
-    while (j->active && j->next < j->count) {
+    while (!ld->quit && j->active && j->next < j->count) {
         int k = j->next++;
         uint64_t epoch = j->epoch, q = j->pos + (uint64_t)k;
         int64_t s = j->sidx[k];
