@@ -1,0 +1,317 @@
+/*
+ * trainer_step.c - one training step, read as the algorithm: zero_grad ->
+ * (teacher and student) forward -> losses -> backward (adapters, then the
+ * student) -> update; a refused or skipped step puts back what its forward
+ * changed.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "train/trainer_internal.h"
+
+int trainer_reshape_n(distill_tensor *t, int64_t n)
+{
+    if (t->dims[0] == n)
+        return DISTILL_OK;
+    int64_t d[DISTILL_MAX_RANK];
+    memcpy(d, t->dims, sizeof d);
+    d[0] = n;
+    return distill_tensor_reshape(t, t->rank, d);
+}
+
+static void zero(distill_tensor *t)
+{
+    memset(t->data, 0, t->numel * sizeof(float));
+}
+
+static int all_finite(const float *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(p[i]))
+            return 0;
+    return 1;
+}
+
+static int set_lr(distill_trainer *tr, double *lr_out)
+{
+    double lr = tr->o.lr;
+    int rc = distill_schedule_lr(&tr->sched, tr->step, &lr);
+    if (rc)
+        return rc;
+    if ((rc = distill_optimizer_set_lr(tr->opt, lr)))
+        return rc;
+    for (int k = 0; k < tr->n_terms; k++)
+        if (tr->terms[k].adapter_opt &&
+            (rc = distill_optimizer_set_lr(tr->terms[k].adapter_opt, lr)))
+            return rc;
+    *lr_out = lr;
+    return DISTILL_OK;
+}
+
+void trainer_setup_schedule(distill_trainer *tr, int64_t total)
+{
+    distill_schedule_options_init(&tr->sched, DISTILL_SCHEDULE_OPTIONS_VERSION);
+    tr->sched.kind = tr->o.schedule;
+    tr->sched.base_lr = tr->o.lr;
+    tr->sched.total_steps = total > 0 ? total : 1;
+    tr->sched.warmup_steps = tr->o.warmup_steps < tr->sched.total_steps ? tr->o.warmup_steps : 0;
+    tr->total_steps = total;
+}
+
+/* Put back what the forward of a refused or skipped step changed. */
+static void undo_forward(distill_trainer *tr)
+{
+    if (tr->student->n_sdata)
+        memcpy(tr->student->sdata, tr->stats_backup, tr->student->n_sdata * sizeof(float));
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        if (t->adapter && t->adapter->n_sdata)
+            memcpy(t->adapter->sdata, t->stats_backup, t->adapter->n_sdata * sizeof(float));
+        if (t->adapter)
+            t->adapter->rng = t->rng_backup;
+    }
+    tr->student->rng = tr->rng_backup;
+}
+
+int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const int32_t *labels,
+                      double *loss_out, double *lr_out)
+{
+    int64_t n = images->dims[0];
+    int rc;
+    if (tr->sched.version == 0)
+        trainer_setup_schedule(tr, tr->total_steps);
+    if ((rc = trainer_reshape_n(tr->s_logits, n)) || (rc = trainer_reshape_n(tr->t_logits, n)) ||
+        (rc = trainer_reshape_n(tr->g_logits, n)) || (rc = trainer_reshape_n(tr->g_tmp, n)))
+        return rc;
+    for (int k = 0; k < tr->n_staps; k++)
+        if ((rc = trainer_reshape_n(tr->staps[k].value, n)) || (rc = trainer_reshape_n(tr->staps[k].grad, n)))
+            return rc;
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        if ((t->a_feat && ((rc = trainer_reshape_n(t->a_feat, n)) || (rc = trainer_reshape_n(t->a_grad, n)) ||
+                           (rc = trainer_reshape_n(t->i_grad, n)))) ||
+            (t->f_grad && (rc = trainer_reshape_n(t->f_grad, n))))
+            return rc;
+    }
+    for (int64_t i = 0; labels && i < n; i++)
+        if (labels[i] < 0 || labels[i] >= tr->classes)
+            return seterr(DISTILL_EINVAL, "label %d of sample %lld is not in [0, %d)", labels[i],
+                          (long long)i, tr->classes);
+    if (!all_finite(images->data, images->numel)) {
+        if (!tr->o.skip_nonfinite)
+            return seterr(DISTILL_ENONFINITE, "the input batch contains NaN or infinite values");
+        /* skipped like a batch whose loss is not finite; nothing has run yet */
+        tr->skipped++;
+        if (loss_out)
+            *loss_out = NAN;
+        if (lr_out)
+            *lr_out = 0;
+        return DISTILL_OK;
+    }
+
+    /* BatchNorm statistics (the student's and the adapters') and the
+     * student's generator change in the forward: keep them to restore if
+     * the step is refused or skipped */
+    size_t ns = tr->student->n_sdata;
+    if (ns) {
+        if (!tr->stats_backup && !(tr->stats_backup = xmalloc(ns * sizeof(float))))
+            return DISTILL_ENOMEM;
+        memcpy(tr->stats_backup, tr->student->sdata, ns * sizeof(float));
+    }
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        size_t na = t->adapter ? t->adapter->n_sdata : 0;
+        if (t->adapter)
+            t->rng_backup = t->adapter->rng;
+        if (!na)
+            continue;
+        if (!t->stats_backup && !(t->stats_backup = xmalloc(na * sizeof(float))))
+            return DISTILL_ENOMEM;
+        memcpy(t->stats_backup, t->adapter->sdata, na * sizeof(float));
+    }
+    tr->rng_backup = tr->student->rng;
+
+    /* zero_grad -> forward */
+    distill_model_zero_grad(tr->student);
+    if (tr->teacher && teacher_is_cache(tr->teacher)) {
+        if (!tr->batch_index) {
+            rc = seterr(DISTILL_EUNSUPPORTED, "a cached teacher works only inside "
+                                              "distill_trainer_fit");
+            goto restore;
+        }
+        if ((rc = teacher_cache_lookup(tr->teacher, n, tr->batch_index, tr->batch_view,
+                                       tr->t_logits)))
+            goto restore;
+    } else if (tr->teacher && (rc = distill_teacher_forward(tr->teacher, images, tr->t_logits))) {
+        goto restore;
+    }
+    if ((rc = distill_model_forward(tr->student, images, DISTILL_MODE_TRAINING, tr->s_logits)))
+        goto restore;
+    for (int k = 0; k < tr->n_staps; k++)
+        if ((rc = distill_model_read_node(tr->student, tr->staps[k].node, tr->staps[k].value)))
+            goto restore;
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        if (!t->adapter)
+            continue;
+        distill_model_zero_grad(t->adapter);
+        if ((rc = distill_model_forward(t->adapter, tr->staps[t->stap].value,
+                                        DISTILL_MODE_TRAINING, t->a_feat)))
+            goto restore;
+    }
+
+    /* losses */
+    double total = 0;
+    zero(tr->g_logits);
+    for (int k = 0; k < tr->n_staps; k++)
+        zero(tr->staps[k].grad);
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        distill_loss_batch b;
+        memset(&b, 0, sizeof b);
+        b.n = n;
+        b.classes = tr->classes;
+        b.student_logits = tr->s_logits->data;
+        b.teacher_logits = tr->teacher ? tr->t_logits->data : NULL;
+        b.labels = labels;
+        distill_loss_grads g;
+        zero(tr->g_tmp);
+        g.student_logits = tr->g_tmp->data;
+        g.student_feat = NULL;
+        if (t->stap >= 0) {
+            b.student_feat = t->adapter ? t->a_feat : tr->staps[t->stap].value;
+            b.teacher_feat = teacher_tap(tr->teacher, t->ttap);
+            g.student_feat = t->adapter ? t->a_grad : t->f_grad;
+            zero(g.student_feat);
+        }
+        double v = 0;
+        if ((rc = distill_loss_forward(t->loss, &b, &v, &g))) {
+            if (rc == DISTILL_ENONFINITE && tr->o.skip_nonfinite)
+                goto skip;
+            goto restore;
+        }
+        tr->term_values[k] = v;
+        total += t->weight * v;
+        for (size_t j = 0; j < tr->g_logits->numel; j++)
+            tr->g_logits->data[j] += t->weight * tr->g_tmp->data[j];
+        if (t->stap >= 0 && !t->adapter) {
+            distill_tensor *sg = tr->staps[t->stap].grad;
+            for (size_t j = 0; j < sg->numel; j++)
+                sg->data[j] += t->weight * t->f_grad->data[j];
+        }
+        if (t->adapter)
+            for (size_t j = 0; j < t->a_grad->numel; j++)
+                t->a_grad->data[j] *= t->weight;
+    }
+    if (!isfinite(total)) {
+        if (tr->o.skip_nonfinite)
+            goto skip;
+        rc = seterr(DISTILL_ENONFINITE, "the loss is not finite at step %lld",
+                    (long long)tr->step);
+        goto restore;
+    }
+
+    /* backward: adapters first, their input gradient joins the tap's */
+    for (int k = 0; k < tr->n_terms; k++) {
+        term *t = &tr->terms[k];
+        if (!t->adapter)
+            continue;
+        const char *nm = distill_model_output_name(t->adapter);
+        const distill_tensor *ga = t->a_grad;
+        if ((rc = distill_model_backward(t->adapter, 1, &nm, &ga)) ||
+            (rc = distill_model_input_grad(t->adapter, t->i_grad)))
+            goto restore;
+    }
+    {
+        const char *names[MAX_LOSSES + 1];
+        const distill_tensor *grads[MAX_LOSSES + 1];
+        int ng = 0;
+        names[ng] = distill_model_output_name(tr->student);
+        grads[ng++] = tr->g_logits;
+        for (int k = 0; k < tr->n_staps; k++) {
+            /* an adapter's input gradient is added here */
+            for (int j = 0; j < tr->n_terms; j++) {
+                term *t = &tr->terms[j];
+                if (t->adapter && t->stap == k)
+                    for (size_t e = 0; e < t->i_grad->numel; e++)
+                        tr->staps[k].grad->data[e] += t->i_grad->data[e];
+            }
+            names[ng] = tr->staps[k].node;
+            grads[ng++] = tr->staps[k].grad;
+        }
+        if ((rc = distill_model_backward(tr->student, ng, names, grads)))
+            goto restore;
+    }
+
+    /* update */
+    double lr;
+    if ((rc = set_lr(tr, &lr)))
+        goto restore;
+    /* Every gradient (the student's and each adapter's) is checked before
+     * any optimizer moves a weight, so a failed step changes nothing. */
+    for (int k = -1; k < tr->n_terms; k++) {
+        distill_model *m = k < 0 ? tr->student : tr->terms[k].adapter;
+        if (!m)
+            continue;
+        size_t ng;
+        const float *g = distill_model_grad_block(m, &ng);
+        if (!all_finite(g, ng)) {
+            if (tr->o.skip_nonfinite)
+                goto skip;
+            rc = seterr(DISTILL_ENONFINITE, "a gradient %s%s%sis not finite at step %lld",
+                        k < 0 ? "" : "of the adapter of loss '", k < 0 ? "" : tr->term_names[k],
+                        k < 0 ? "" : "' ", (long long)tr->step);
+            goto restore;
+        }
+    }
+    /* With every gradient finite, an optimizer's step could fail only on
+     * parameters changed under it, which the trainer's own adapters never
+     * are: the adapters' steps after the student's cannot fail. */
+    if ((rc = distill_optimizer_step(tr->opt)))
+        goto restore;
+    for (int k = 0; k < tr->n_terms; k++)
+        if (tr->terms[k].adapter_opt && (rc = distill_optimizer_step(tr->terms[k].adapter_opt)))
+            goto restore;
+    tr->step++;
+    if (loss_out)
+        *loss_out = total;
+    if (lr_out)
+        *lr_out = lr;
+    return DISTILL_OK;
+skip:
+    tr->skipped++;
+    undo_forward(tr);
+    if (loss_out)
+        *loss_out = NAN;
+    if (lr_out)
+        *lr_out = 0;
+    return DISTILL_OK;
+restore:
+    undo_forward(tr);
+    return rc;
+}
+
+int distill_trainer_step(distill_trainer *tr, const distill_tensor *images, const int32_t *labels,
+                         double *loss)
+{
+    if (!tr || !images)
+        return seterr(DISTILL_EINVAL, "distill_trainer_step: NULL argument");
+    int rc = trainer_ensure_default_loss(tr);
+    if (rc)
+        return rc;
+    for (int k = 0; k < tr->n_terms; k++)
+        if (!labels && distill_loss_needs_labels(tr->terms[k].loss))
+            return seterr(DISTILL_EINVAL, "loss '%s' needs labels", tr->term_names[k]);
+    if (tr->sched.version == 0) {
+        int64_t t = tr->total_steps > 0 ? tr->total_steps : tr->o.max_steps;
+        trainer_setup_schedule(tr, t > 0 ? t : 1);
+        if (t <= 0)
+            tr->sched.kind = DISTILL_SCHEDULE_CONSTANT;
+    }
+    return trainer_train_step(tr, images, labels, loss, NULL);
+}
+
+int64_t distill_trainer_steps_done(const distill_trainer *tr)
+{
+    return tr ? tr->step : 0;
+}
