@@ -70,14 +70,16 @@ int distill_trainer_create(distill_trainer **out, distill_model *student, distil
     int rc = trainer_check_norm(o.norm_count, o.mean, o.std, "trainer options");
     if (rc)
         return rc;
-    const node *outn = &student->nodes[student->output];
-    if (outn->rank != 1 || outn->dims[0] < 2)
+    distill_node_info outn;
+    if ((rc = distill_model_find_node(student, distill_model_output_name(student), &outn)))
+        return rc;
+    if (outn.rank != 1 || outn.dims[0] < 2)
         return seterr(DISTILL_ESHAPE, "student: the output node '%s' must be a vector of at least "
                                       "2 logits",
-                      outn->name);
-    if (teacher && distill_teacher_classes(teacher) != outn->dims[0])
+                      outn.name);
+    if (teacher && distill_teacher_classes(teacher) != outn.dims[0])
         return seterr(DISTILL_ESHAPE, "teacher has %d classes, the student %lld",
-                      distill_teacher_classes(teacher), (long long)outn->dims[0]);
+                      distill_teacher_classes(teacher), (long long)outn.dims[0]);
     if (o.progress_every < 1)
         o.progress_every = 50;
     distill_trainer *tr = xcalloc(1, sizeof *tr);
@@ -86,9 +88,9 @@ int distill_trainer_create(distill_trainer **out, distill_model *student, distil
     tr->student = student;
     tr->teacher = teacher;
     /* the run's seed drives dropout as well as the data */
-    rng_seed(&student->rng, o.seed ^ 0xd20b0u);
+    model_rng_seed(student, o.seed ^ 0xd20b0u);
     tr->o = o;
-    tr->classes = (int)outn->dims[0];
+    tr->classes = (int)outn.dims[0];
     int64_t d[2] = {o.batch_size, tr->classes};
     if ((rc = make_optimizer(student, &o, &tr->opt)) ||
         (rc = distill_tensor_create(&tr->s_logits, 2, d)) ||
@@ -115,7 +117,7 @@ void distill_trainer_free(distill_trainer *tr)
         distill_tensor_free(t->a_grad);
         distill_tensor_free(t->f_grad);
         distill_tensor_free(t->i_grad);
-        xfree(t->stats_backup);
+        model_state_free(&t->backup);
     }
     for (int k = 0; k < tr->n_staps; k++) {
         xfree(tr->staps[k].node);
@@ -127,7 +129,7 @@ void distill_trainer_free(distill_trainer *tr)
     distill_tensor_free(tr->t_logits);
     distill_tensor_free(tr->g_logits);
     distill_tensor_free(tr->g_tmp);
-    xfree(tr->stats_backup);
+    model_state_free(&tr->backup);
     xfree(tr);
 }
 

@@ -32,13 +32,15 @@ static int put_model(cwriter *w, const distill_model *m)
 {
     void *buf;
     size_t sz;
-    int rc = model_serialize(m, &buf, &sz);
+    int rc = model_snapshot(m, &buf, &sz);
     if (rc)
         return rc;
     cw_u64(w, sz);
     cw_bytes(w, buf, sz);
+    uint64_t s[4];
+    model_rng_get(m, s);
     for (int k = 0; k < 4; k++)
-        cw_u64(w, m->rng.s[k]);
+        cw_u64(w, s[k]);
     xfree(buf);
     return DISTILL_OK;
 }
@@ -116,7 +118,7 @@ static int get_model(csection *s, const distill_model *like, staged *st)
     if (s->status || sz > s->len - s->pos)
         return cs_fail(s, DISTILL_EFORMAT, "model length %llu exceeds the section",
                        (unsigned long long)sz);
-    int rc = model_deserialize(&st->model, s->p + s->pos, (size_t)sz);
+    int rc = model_from_snapshot(&st->model, s->p + s->pos, (size_t)sz);
     if (rc == DISTILL_ENOMEM) /* out of memory is not the file's fault */
         return rc;
     if (rc)
@@ -124,15 +126,16 @@ static int get_model(csection *s, const distill_model *like, staged *st)
     s->pos += (size_t)sz;
     for (int k = 0; k < 4; k++)
         st->rng[k] = cs_u64(s);
-    if (st->model->n_pdata != like->n_pdata || st->model->n_sdata != like->n_sdata ||
-        st->model->n_params != like->n_params)
+    if (model_param_floats(st->model) != model_param_floats(like) ||
+        model_stat_floats(st->model) != model_stat_floats(like) ||
+        model_param_tensors(st->model) != model_param_tensors(like))
         return cs_fail(s, DISTILL_EFORMAT, "the checkpoint is of another architecture (%zu "
                                            "parameters, this model has %zu)",
-                       st->model->n_pdata, like->n_pdata);
-    for (int k = 0; k < like->n_params; k++)
-        if (strcmp(st->model->params[k].name, like->params[k].name) != 0)
+                       model_param_floats(st->model), model_param_floats(like));
+    for (int k = 0; k < model_param_tensors(like); k++)
+        if (strcmp(model_param_tensor_name(st->model, k), model_param_tensor_name(like, k)) != 0)
             return cs_fail(s, DISTILL_EFORMAT, "parameter %d is '%s', this model's is '%s'", k,
-                           st->model->params[k].name, like->params[k].name);
+                           model_param_tensor_name(st->model, k), model_param_tensor_name(like, k));
     uint64_t osz = cs_u64(s);
     if (s->status || osz > s->len - s->pos)
         return cs_fail(s, DISTILL_EFORMAT, "optimizer state length exceeds the section");
@@ -144,10 +147,8 @@ static int get_model(csection *s, const distill_model *like, staged *st)
 
 static void apply_model(distill_model *m, const staged *st)
 {
-    memcpy(m->pdata, st->model->pdata, m->n_pdata * sizeof(float));
-    memcpy(m->sdata, st->model->sdata, m->n_sdata * sizeof(float));
-    for (int k = 0; k < 4; k++)
-        m->rng.s[k] = st->rng[k];
+    model_copy_values(m, st->model);
+    model_rng_set(m, st->rng);
 }
 
 int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)

@@ -54,11 +54,13 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     int rc = trainer_check_norm(o.norm_count, o.mean, o.std, "evaluate");
     if (rc)
         return rc;
-    const node *outn = &model->nodes[model->output];
-    if (outn->rank != 1)
+    distill_node_info outn;
+    if ((rc = distill_model_find_node(model, distill_model_output_name(model), &outn)))
+        return rc;
+    if (outn.rank != 1)
         return seterr(DISTILL_ESHAPE, "evaluate: the output node '%s' is not a vector of logits",
-                      outn->name);
-    int classes = (int)outn->dims[0];
+                      outn.name);
+    int classes = (int)outn.dims[0];
     if (o.agreement && distill_teacher_classes(o.agreement) != classes)
         return seterr(DISTILL_ESHAPE, "evaluate: the teacher has %d classes, the model %d",
                       distill_teacher_classes(o.agreement), classes);
@@ -82,7 +84,8 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     /* every forward draws from the model's dropout generator, inference
      * too: put it back, so that evaluating (e.g. on the validation set
      * between epochs) does not change how training goes on */
-    rng saved_rng = model->rng;
+    uint64_t saved_rng[4];
+    model_rng_get(model, saved_rng);
     int64_t bd[4] = {o.batch_size, dims[0], dims[1], dims[2]}, ld2[2] = {o.batch_size, classes};
     distill_tensor *x = NULL, *y = NULL, *ty = NULL;
     int32_t *labels = xmalloc((size_t)o.batch_size * sizeof *labels);
@@ -134,7 +137,7 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     res->top5 = labelled && n ? (double)hit5 / (double)n : -1;
     res->agreement = ty && n ? (double)agree / (double)n : -1;
 out:
-    model->rng = saved_rng;
+    model_rng_set(model, saved_rng);
     distill_tensor_free(x);
     distill_tensor_free(y);
     distill_tensor_free(ty);

@@ -100,14 +100,18 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
         return rc;
     int64_t dims[3];
     distill_loader_sample_dims(ld, dims);
-    const node *in = &tr->student->nodes[0];
-    if (in->rank != 3 || in->dims[0] != dims[0] || in->dims[1] != dims[1] ||
-        in->dims[2] != dims[2]) {
+    distill_node_info in;
+    if ((rc = distill_model_node(tr->student, 0, &in))) {
+        distill_loader_free(ld);
+        return rc;
+    }
+    if (in.rank != 3 || in.dims[0] != dims[0] || in.dims[1] != dims[1] ||
+        in.dims[2] != dims[2]) {
         distill_loader_free(ld);
         return seterr(DISTILL_ESHAPE, "the training batches' samples are %lldx%lldx%lld, the "
                                       "model's input '%s' is %lldx%lldx%lld",
-                      (long long)dims[0], (long long)dims[1], (long long)dims[2], in->name,
-                      (long long)in->dims[0], (long long)in->dims[1], (long long)in->dims[2]);
+                      (long long)dims[0], (long long)dims[1], (long long)dims[2], in.name,
+                      (long long)in.dims[0], (long long)in.dims[1], (long long)in.dims[2]);
     }
     int cached = tr->teacher && teacher_is_cache(tr->teacher);
     if (cached && (rc = teacher_cache_check(tr->teacher, train, &tr->o))) {

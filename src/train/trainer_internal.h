@@ -15,7 +15,7 @@
 
 #include "data/data_internal.h"
 #include "distill/teacher_internal.h"
-#include "nn/graph.h"
+#include "nn/model_state.h"
 #include "tensor_internal.h"
 #include "util/container.h"
 
@@ -32,8 +32,8 @@ typedef struct term {
     distill_tensor *a_grad;  /* loss gradient w.r.t. a_feat */
     distill_tensor *f_grad;  /* loss gradient w.r.t. the student tap (no adapter) */
     distill_tensor *i_grad;  /* adapter's input gradient (student tap shape) */
-    float *stats_backup;     /* the adapter's BatchNorm statistics before a step */
-    rng rng_backup;          /* and its generator */
+    model_state backup;      /* the adapter's BatchNorm statistics and generator before a
+                                step */
 } term;
 
 typedef struct stap {          /* a tapped student node */
@@ -60,8 +60,8 @@ struct distill_trainer {
     double term_values[MAX_LOSSES];
 
     distill_tensor *s_logits, *t_logits, *g_logits, *g_tmp;
-    float *stats_backup;
-    rng rng_backup;            /* the student's generator before a step */
+    model_state backup;        /* the student's BatchNorm statistics and generator before a
+                                  step */
 
     int64_t step;              /* optimizer steps done */
     int64_t skipped;

@@ -61,16 +61,10 @@ void trainer_setup_schedule(distill_trainer *tr, int64_t total)
 /* Put back what the forward of a refused or skipped step changed. */
 static void undo_forward(distill_trainer *tr)
 {
-    if (tr->student->n_sdata)
-        memcpy(tr->student->sdata, tr->stats_backup, tr->student->n_sdata * sizeof(float));
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        if (t->adapter && t->adapter->n_sdata)
-            memcpy(t->adapter->sdata, t->stats_backup, t->adapter->n_sdata * sizeof(float));
-        if (t->adapter)
-            t->adapter->rng = t->rng_backup;
-    }
-    tr->student->rng = tr->rng_backup;
+    model_state_restore(tr->student, &tr->backup);
+    for (int k = 0; k < tr->n_terms; k++)
+        if (tr->terms[k].adapter)
+            model_state_restore(tr->terms[k].adapter, &tr->terms[k].backup);
 }
 
 int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const int32_t *labels,
@@ -112,24 +106,12 @@ int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const 
     /* BatchNorm statistics (the student's and the adapters') and the
      * student's generator change in the forward: keep them to restore if
      * the step is refused or skipped */
-    size_t ns = tr->student->n_sdata;
-    if (ns) {
-        if (!tr->stats_backup && !(tr->stats_backup = xmalloc(ns * sizeof(float))))
-            return DISTILL_ENOMEM;
-        memcpy(tr->stats_backup, tr->student->sdata, ns * sizeof(float));
-    }
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        size_t na = t->adapter ? t->adapter->n_sdata : 0;
-        if (t->adapter)
-            t->rng_backup = t->adapter->rng;
-        if (!na)
-            continue;
-        if (!t->stats_backup && !(t->stats_backup = xmalloc(na * sizeof(float))))
-            return DISTILL_ENOMEM;
-        memcpy(t->stats_backup, t->adapter->sdata, na * sizeof(float));
-    }
-    tr->rng_backup = tr->student->rng;
+    if ((rc = model_state_save(tr->student, &tr->backup)))
+        return rc;
+    for (int k = 0; k < tr->n_terms; k++)
+        if (tr->terms[k].adapter &&
+            (rc = model_state_save(tr->terms[k].adapter, &tr->terms[k].backup)))
+            return rc;
 
     /* zero_grad -> forward */
     distill_model_zero_grad(tr->student);
