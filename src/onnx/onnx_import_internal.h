@@ -64,7 +64,7 @@ typedef struct ctx {
 
 #define OPSET_MIN 9  /* the importer's own range */
 #define OPSET_MAX 17
-#define OPSET_READ_MAX 20 /* the newest opset OP_VERSIONS knows */
+#define OPSET_READ_MAX 20 /* the newest opset onnx_ops.c's table knows */
 
 static inline int present(const char *s)
 {

@@ -637,50 +637,184 @@ static int op_constant(ctx *c, const Onnx__NodeProto *nd)
     return UNSUP(c, "a Constant without a tensor, float(s) or int(s) value");
 }
 
-/* The versions of each operator the importer reads, as ONNX's changelog lists
- * them up to opset 20 (the opset a model imports selects, for each operator,
- * its newest version at or below that opset).  The importer is written for
- * the definitions in force at opsets 9 to 17; a model of an older or newer
- * opset is read when each of its operators has there the definition it has
- * at opset 9 (older) or 17 (newer), and Gelu, which exists from opset 20 on. */
-static const struct op_versions {
+/* ------------------------------------------------ handlers by name */
+
+/* The handlers below adapt the ones above to one signature: import node nd
+ * as the model node `name` (its first output, checked present, is the ONNX
+ * value it defines). */
+typedef int (*op_fn)(ctx *c, const Onnx__NodeProto *nd, const char *name);
+
+static int h_relu(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_unary(c, nd, name, distill_model_add_relu);
+}
+
+static int h_global_avgpool(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_unary(c, nd, name, distill_model_add_global_avgpool);
+}
+
+static int h_maxpool(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_pool(c, nd, name, 1);
+}
+
+static int h_avgpool(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_pool(c, nd, name, 0);
+}
+
+static int h_add(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_arith(c, nd, name, '+');
+}
+
+static int h_sub(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_arith(c, nd, name, '-');
+}
+
+static int h_mul(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_arith(c, nd, name, '*');
+}
+
+static int h_div(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    return op_arith(c, nd, name, '/');
+}
+
+static int h_pad(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    (void)name;
+    return op_pad(c, nd);
+}
+
+static int h_shape(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    (void)name;
+    return op_shape(c, nd);
+}
+
+static int h_gather(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    (void)name;
+    return op_gather(c, nd);
+}
+
+static int h_constant(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    (void)name;
+    return op_constant(c, nd);
+}
+
+static int h_gelu(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    if (nd->n_input < 1)
+        return BADF(c, "no input");
+    int tanh_form = attr_s_is(nd, "approximate", "none", "tanh");
+    if (!tanh_form && !attr_s_is(nd, "approximate", "none", "none"))
+        return UNSUP(c, "approximate must be 'none' or 'tanh'");
+    return gelu_from(c, nd->input[0], name, tanh_form, nd->output[0]);
+}
+
+/* Identity, Cast, Unsqueeze, Squeeze: of a constant, the same values in a
+ * new shape; of a computed tensor, an alias (Squeeze: a flatten). */
+static int h_passthrough(ctx *c, const Onnx__NodeProto *nd, const char *name)
+{
+    const char *op = nd->op_type, *o = nd->output[0];
+    int rc;
+    val *x;
+    if (nd->n_input < 1)
+        return BADF(c, "no input");
+    if ((rc = get_val(c, nd->input[0], &x)))
+        return rc;
+    if (x->kind == V_CONST) {
+        if (!strcmp(op, "Cast")) {
+            int64_t to = attr_i(nd, "to", 0);
+            if ((x->is_int && to != ONNX_INT64 && to != ONNX_INT32) ||
+                (!x->is_int && to != ONNX_FLOAT))
+                return UNSUP(c, "Cast of a constant to type %lld", (long long)to);
+        }
+        int r = x->rank;
+        if (!strcmp(op, "Unsqueeze") && x->rank == 0)
+            r = 1;
+        else if (!strcmp(op, "Unsqueeze") || (!strcmp(op, "Squeeze") && x->numel != 1))
+            return UNSUP(c, "%s of a constant other than a scalar", op);
+        else if (!strcmp(op, "Squeeze"))
+            r = 0;
+        return op_const_copy(c, nd, x, r);
+    }
+    if (!strcmp(op, "Squeeze"))
+        return op_squeeze(c, nd, name);
+    if (!strcmp(op, "Unsqueeze"))
+        return UNSUP(c, "Unsqueeze of a computed tensor");
+    if (!strcmp(op, "Cast") && attr_i(nd, "to", ONNX_FLOAT) != ONNX_FLOAT)
+        return UNSUP(c, "Cast of a computed tensor to type %lld",
+                     (long long)attr_i(nd, "to", 0));
+    if ((rc = get_act(c, nd->input[0], &x)))
+        return rc;
+    return set_act(c, o, x->node);
+}
+
+/* Every operator the importer knows, by name, with its handler (NULL: read
+ * only inside a pattern, e.g. Erf in GELU) and the versions of it that
+ * ONNX's changelog lists up to opset 20 (the opset a model imports selects,
+ * for each operator, its newest version at or below that opset).  The
+ * importer is written for the definitions in force at opsets 9 to 17; a
+ * model of an older or newer opset is read when each of its operators has
+ * there the definition it has at opset 9 (older) or 17 (newer), and Gelu,
+ * which exists from opset 20 on. */
+static const struct onnx_op {
     const char *op;
+    op_fn fn;
     unsigned char since[8]; /* ascending, 0-terminated */
-} OP_VERSIONS[] = {
-    {"Add", {1, 6, 7, 13, 14}},
-    {"AveragePool", {1, 7, 10, 11, 19}},
-    {"BatchNormalization", {1, 6, 7, 9, 14, 15}},
-    {"Cast", {1, 6, 9, 13, 19}},
-    {"Clip", {1, 6, 11, 12, 13}},
-    {"Concat", {1, 4, 11, 13}},
-    {"Constant", {1, 9, 11, 12, 13, 19}},
-    {"Conv", {1, 11}},
-    {"Div", {1, 6, 7, 13, 14}},
-    {"Dropout", {1, 6, 7, 10, 12, 13}},
-    {"Erf", {9, 13}},
-    {"Flatten", {1, 9, 11, 13}},
-    {"Gather", {1, 11, 13}},
-    {"Gelu", {20}},
-    {"Gemm", {1, 6, 7, 9, 11, 13}},
-    {"GlobalAveragePool", {1}},
-    {"Identity", {1, 13, 14, 16, 19}},
-    {"LeakyRelu", {1, 6, 16}},
-    {"MatMul", {1, 9, 13}},
-    {"MaxPool", {1, 8, 10, 11, 12}},
-    {"Mul", {1, 6, 7, 13, 14}},
-    {"Pad", {1, 2, 11, 13, 18, 19}},
-    {"Relu", {1, 6, 13, 14}},
-    {"Reshape", {1, 5, 13, 14, 19}},
-    {"Shape", {1, 13, 15, 19}},
-    {"Softmax", {1, 11, 13}},
-    {"Squeeze", {1, 11, 13}},
-    {"Sub", {1, 6, 7, 13, 14}},
-    {"Unsqueeze", {1, 11, 13}},
+    unsigned char more_outputs; /* the handler checks outputs after the first */
+} ONNX_OPS[] = {
+    {"Add", h_add, {1, 6, 7, 13, 14}, 0},
+    {"AveragePool", h_avgpool, {1, 7, 10, 11, 19}, 0},
+    {"BatchNormalization", op_batchnorm, {1, 6, 7, 9, 14, 15}, 1},
+    {"Cast", h_passthrough, {1, 6, 9, 13, 19}, 0},
+    {"Clip", op_clip, {1, 6, 11, 12, 13}, 0},
+    {"Concat", op_concat, {1, 4, 11, 13}, 0},
+    {"Constant", h_constant, {1, 9, 11, 12, 13, 19}, 0},
+    {"Conv", op_conv, {1, 11}, 0},
+    {"Div", h_div, {1, 6, 7, 13, 14}, 0},
+    {"Dropout", op_dropout, {1, 6, 7, 10, 12, 13}, 1},
+    {"Erf", NULL, {9, 13}, 0},
+    {"Flatten", op_flatten, {1, 9, 11, 13}, 0},
+    {"Gather", h_gather, {1, 11, 13}, 0},
+    {"Gelu", h_gelu, {20}, 0},
+    {"Gemm", op_gemm, {1, 6, 7, 9, 11, 13}, 0},
+    {"GlobalAveragePool", h_global_avgpool, {1}, 0},
+    {"Identity", h_passthrough, {1, 13, 14, 16, 19}, 0},
+    {"LeakyRelu", op_leaky, {1, 6, 16}, 0},
+    {"MatMul", op_matmul, {1, 9, 13}, 0},
+    {"MaxPool", h_maxpool, {1, 8, 10, 11, 12}, 1},
+    {"Mul", h_mul, {1, 6, 7, 13, 14}, 0},
+    {"Pad", h_pad, {1, 2, 11, 13, 18, 19}, 0},
+    {"Relu", h_relu, {1, 6, 13, 14}, 0},
+    {"Reshape", op_reshape, {1, 5, 13, 14, 19}, 0},
+    {"Shape", h_shape, {1, 13, 15, 19}, 0},
+    {"Softmax", op_softmax, {1, 11, 13}, 0},
+    {"Squeeze", h_passthrough, {1, 11, 13}, 0},
+    {"Sub", h_sub, {1, 6, 7, 13, 14}, 0},
+    {"Unsqueeze", h_passthrough, {1, 11, 13}, 0},
 };
 
+/* The table entry for ONNX operator `op`, or NULL. */
+static const struct onnx_op *find_op(const char *op)
+{
+    if (!op)
+        return NULL;
+    for (size_t k = 0; k < sizeof ONNX_OPS / sizeof ONNX_OPS[0]; k++)
+        if (strcmp(ONNX_OPS[k].op, op) == 0)
+            return &ONNX_OPS[k];
+    return NULL;
+}
 
 /* The version of `v` that `opset` selects, or 0 if it did not exist yet. */
-static int op_version_at(const struct op_versions *v, int64_t opset)
+static int op_version_at(const struct onnx_op *v, int64_t opset)
 {
     int best = 0;
     for (size_t k = 0; k < sizeof v->since && v->since[k]; k++)
@@ -689,31 +823,26 @@ static int op_version_at(const struct op_versions *v, int64_t opset)
     return best;
 }
 
-/* Refuse an operator whose definition at the model's opset is not one the
- * importer reads.  Unknown operators pass: op_node names them. */
 int check_op_version(ctx *c, const Onnx__NodeProto *nd)
 {
     if (!present(nd->op_type) || (present(nd->domain) && strcmp(nd->domain, "ai.onnx") != 0))
         return DISTILL_OK;
-    for (size_t k = 0; k < sizeof OP_VERSIONS / sizeof OP_VERSIONS[0]; k++) {
-        const struct op_versions *v = &OP_VERSIONS[k];
-        if (strcmp(v->op, nd->op_type) != 0)
-            continue;
-        int have = op_version_at(v, c->opset);
-        if (!strcmp(v->op, "Gelu"))
-            return have ? DISTILL_OK : UNSUP(c, "Gelu before opset 20, where it was added");
-        if (c->opset >= OPSET_MIN && c->opset <= OPSET_MAX)
-            return DISTILL_OK;
-        int64_t ref = c->opset < OPSET_MIN ? OPSET_MIN : OPSET_MAX;
-        int want = op_version_at(v, ref);
-        if (have != want)
-            return UNSUP(c, "opset %lld selects version %d of %s, which differs from the "
-                            "version %d of opset %lld; opsets %d to %d are supported, and "
-                            "others where each operator is defined as there",
-                         (long long)c->opset, have, v->op, want, (long long)ref, OPSET_MIN,
-                         OPSET_MAX);
+    const struct onnx_op *v = find_op(nd->op_type);
+    if (!v)
         return DISTILL_OK;
-    }
+    int have = op_version_at(v, c->opset);
+    if (!strcmp(v->op, "Gelu"))
+        return have ? DISTILL_OK : UNSUP(c, "Gelu before opset 20, where it was added");
+    if (c->opset >= OPSET_MIN && c->opset <= OPSET_MAX)
+        return DISTILL_OK;
+    int64_t ref = c->opset < OPSET_MIN ? OPSET_MIN : OPSET_MAX;
+    int want = op_version_at(v, ref);
+    if (have != want)
+        return UNSUP(c, "opset %lld selects version %d of %s, which differs from the "
+                        "version %d of opset %lld; opsets %d to %d are supported, and "
+                        "others where each operator is defined as there",
+                     (long long)c->opset, have, v->op, want, (long long)ref, OPSET_MIN,
+                     OPSET_MAX);
     return DISTILL_OK;
 }
 
@@ -722,7 +851,6 @@ int op_node(ctx *c, const Onnx__NodeProto *nd, size_t idx)
     const char *op = nd->op_type ? nd->op_type : "";
     char name[256];
     const char *o;
-    int rc;
     if (!out0(nd, &o))
         return BADF(c, "has no output");
     if (present(nd->domain) && strcmp(nd->domain, "ai.onnx") != 0)
@@ -730,99 +858,14 @@ int op_node(ctx *c, const Onnx__NodeProto *nd, size_t idx)
     pick_name(c, nd, idx, name, sizeof name);
     if (c->gelu_in[idx])
         return gelu_from(c, c->gelu_in[idx], name, 0, o);
+    const struct onnx_op *h = find_op(op);
     for (size_t k = 1; k < nd->n_output; k++) /* extra outputs must be unused */
-        if (present(nd->output[k]) && !is_op(nd, "Dropout") && !is_op(nd, "MaxPool") &&
-            !is_op(nd, "BatchNormalization") && uses_of(c->g, nd->output[k], NULL))
+        if (present(nd->output[k]) && !(h && h->more_outputs) &&
+            uses_of(c->g, nd->output[k], NULL))
             return UNSUP(c, "output %zu ('%s') is used; only the first output is supported", k,
                          nd->output[k]);
-    if (!strcmp(op, "Conv"))
-        return op_conv(c, nd, name);
-    if (!strcmp(op, "BatchNormalization"))
-        return op_batchnorm(c, nd, name);
-    if (!strcmp(op, "Relu"))
-        return op_unary(c, nd, name, distill_model_add_relu);
-    if (!strcmp(op, "Clip"))
-        return op_clip(c, nd, name);
-    if (!strcmp(op, "LeakyRelu"))
-        return op_leaky(c, nd, name);
-    if (!strcmp(op, "Gelu")) {
-        if (nd->n_input < 1)
-            return BADF(c, "no input");
-        int tanh_form = attr_s_is(nd, "approximate", "none", "tanh");
-        if (!tanh_form && !attr_s_is(nd, "approximate", "none", "none"))
-            return UNSUP(c, "approximate must be 'none' or 'tanh'");
-        return gelu_from(c, nd->input[0], name, tanh_form, o);
-    }
-    if (!strcmp(op, "MaxPool"))
-        return op_pool(c, nd, name, 1);
-    if (!strcmp(op, "AveragePool"))
-        return op_pool(c, nd, name, 0);
-    if (!strcmp(op, "GlobalAveragePool"))
-        return op_unary(c, nd, name, distill_model_add_global_avgpool);
-    if (!strcmp(op, "Gemm"))
-        return op_gemm(c, nd, name);
-    if (!strcmp(op, "MatMul"))
-        return op_matmul(c, nd, name);
-    if (!strcmp(op, "Add"))
-        return op_arith(c, nd, name, '+');
-    if (!strcmp(op, "Sub"))
-        return op_arith(c, nd, name, '-');
-    if (!strcmp(op, "Mul"))
-        return op_arith(c, nd, name, '*');
-    if (!strcmp(op, "Div"))
-        return op_arith(c, nd, name, '/');
-    if (!strcmp(op, "Concat"))
-        return op_concat(c, nd, name);
-    if (!strcmp(op, "Flatten"))
-        return op_flatten(c, nd, name);
-    if (!strcmp(op, "Reshape"))
-        return op_reshape(c, nd, name);
-    if (!strcmp(op, "Softmax"))
-        return op_softmax(c, nd, name);
-    if (!strcmp(op, "Dropout"))
-        return op_dropout(c, nd, name);
-    if (!strcmp(op, "Pad"))
-        return op_pad(c, nd);
-    if (!strcmp(op, "Shape"))
-        return op_shape(c, nd);
-    if (!strcmp(op, "Gather"))
-        return op_gather(c, nd);
-    if (!strcmp(op, "Constant"))
-        return op_constant(c, nd);
-    if (!strcmp(op, "Identity") || !strcmp(op, "Cast") || !strcmp(op, "Unsqueeze") ||
-        !strcmp(op, "Squeeze")) {
-        val *x;
-        if (nd->n_input < 1)
-            return BADF(c, "no input");
-        if ((rc = get_val(c, nd->input[0], &x)))
-            return rc;
-        if (x->kind == V_CONST) {
-            if (!strcmp(op, "Cast")) {
-                int64_t to = attr_i(nd, "to", 0);
-                if ((x->is_int && to != ONNX_INT64 && to != ONNX_INT32) ||
-                    (!x->is_int && to != ONNX_FLOAT))
-                    return UNSUP(c, "Cast of a constant to type %lld", (long long)to);
-            }
-            int r = x->rank;
-            if (!strcmp(op, "Unsqueeze") && x->rank == 0)
-                r = 1;
-            else if (!strcmp(op, "Unsqueeze") || (!strcmp(op, "Squeeze") && x->numel != 1))
-                return UNSUP(c, "%s of a constant other than a scalar", op);
-            else if (!strcmp(op, "Squeeze"))
-                r = 0;
-            return op_const_copy(c, nd, x, r);
-        }
-        if (!strcmp(op, "Squeeze"))
-            return op_squeeze(c, nd, name);
-        if (!strcmp(op, "Unsqueeze"))
-            return UNSUP(c, "Unsqueeze of a computed tensor");
-        if (!strcmp(op, "Cast") && attr_i(nd, "to", ONNX_FLOAT) != ONNX_FLOAT)
-            return UNSUP(c, "Cast of a computed tensor to type %lld",
-                         (long long)attr_i(nd, "to", 0));
-        if ((rc = get_act(c, nd->input[0], &x)))
-            return rc;
-        return set_act(c, o, x->node);
-    }
+    if (h && h->fn)
+        return h->fn(c, nd, name);
     return UNSUP(c, "operator %s is not supported", op[0] ? op : "(empty)");
 }
 
