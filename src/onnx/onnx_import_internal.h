@@ -134,10 +134,10 @@ int binary_with(const Onnx__GraphProto *g, const Onnx__NodeProto *nd, const char
 int single_user(const Onnx__GraphProto *g, const char *name, size_t *user);
 void find_gelu(ctx *c);
 
-/* A constant Add/Sub/Mul/Div on an activation: the per-channel vector,
- * and the affine node used when it cannot fold into the layer before. */
-int chan_vec(ctx *c, const val *k, const val *a, float *out, int64_t C);
-int add_affine(ctx *c, const char *name, const val *a, const float *scale, const float *shift);
+/* A constant Add/Sub/Mul/Div on activation x: folded into the conv or
+ * linear layer before, else a per-channel affine node. */
+int const_arith(ctx *c, const Onnx__NodeProto *nd, const char *name, const val *x, const val *k,
+                int swapped, char kind);
 
 /* Pad: a pending zero pad, folded into the Conv or AveragePool reading it. */
 int op_pad(ctx *c, const Onnx__NodeProto *nd);
@@ -146,6 +146,7 @@ int op_pad(ctx *c, const Onnx__NodeProto *nd);
  * constants (the batch as BATCH_SYM). */
 int op_shape(ctx *c, const Onnx__NodeProto *nd);
 int op_gather(ctx *c, const Onnx__NodeProto *nd);
+int shape_concat(ctx *c, const Onnx__NodeProto *nd);
 int op_const_copy(ctx *c, const Onnx__NodeProto *nd, const val *x, int new_rank);
 
 /* onnx_ops.c */

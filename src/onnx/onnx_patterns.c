@@ -157,7 +157,7 @@ void find_gelu(ctx *c)
 
 /* Per-channel view of a constant broadcast against activation a: fills
  * out[C] (C = channels or features) and returns 0; UNSUP otherwise. */
-int chan_vec(ctx *c, const val *k, const val *a, float *out, int64_t C)
+static int chan_vec(ctx *c, const val *k, const val *a, float *out, int64_t C)
 {
     int R = act_rank(c, a);
     if (k->rank > R)
@@ -186,7 +186,7 @@ int chan_vec(ctx *c, const val *k, const val *a, float *out, int64_t C)
 
 /* y = scale * x + shift per channel as a node of its own: a depthwise 1x1
  * conv for (C, H, W), a diagonal linear layer for (F). */
-int add_affine(ctx *c, const char *name, const val *a, const float *scale,
+static int add_affine(ctx *c, const char *name, const val *a, const float *scale,
                       const float *shift)
 {
     const node *x = act_node(c, a);
@@ -218,6 +218,73 @@ int add_affine(ctx *c, const char *name, const val *a, const float *scale,
     rc = set_param(c, name, "weight", w, C * C);
     xfree(w);
     return rc ? rc : set_param(c, name, "bias", shift, C);
+}
+
+/* A computed tensor x and a constant k in Add, Sub, Mul or Div (kind '+',
+ * '-', '*', '/'; swapped: k is the first operand): folded into the conv or
+ * linear layer that produced x when nothing else reads it, else a
+ * per-channel affine node. */
+int const_arith(ctx *c, const Onnx__NodeProto *nd, const char *name, const val *x, const val *k,
+                int swapped, char kind)
+{
+    int rc;
+    if (swapped && (kind == '-' || kind == '/'))
+        return UNSUP(c, "a constant %s a computed tensor", kind == '-' ? "minus" : "divided by");
+    const node *xn = act_node(c, x);
+    int64_t C = xn->dims[0];
+    float *v = xmalloc((size_t)C * sizeof *v), *one = xmalloc((size_t)C * sizeof *one),
+          *zero = xcalloc((size_t)C, sizeof *zero);
+    if (!v || !one || !zero) {
+        rc = DISTILL_ENOMEM;
+        goto done;
+    }
+    if ((rc = chan_vec(c, k, x, v, C)))
+        goto done;
+    for (int64_t j = 0; j < C; j++) {
+        one[j] = 1.0f;
+        if (kind == '-')
+            v[j] = -v[j];
+        if (kind == '/') {
+            if (v[j] == 0.0f) {
+                rc = UNSUP(c, "division by zero");
+                goto done;
+            }
+            v[j] = 1.0f / v[j];
+        }
+    }
+    int mul = kind == '*' || kind == '/';
+    /* fold into the producing conv / linear layer */
+    node *pn = &c->m->nodes[x->node];
+    if ((pn->op == DISTILL_OP_CONV2D || pn->op == DISTILL_OP_LINEAR) && pn->bias &&
+        x->node == c->m->n_nodes - 1 && uses_of(c->g, x->name, NULL) == 1 && !pn->keep) {
+        distill_param_info w, bi;
+        char n1[300], n2[300];
+        snprintf(n1, sizeof n1, "%s.weight", pn->name);
+        snprintf(n2, sizeof n2, "%s.bias", pn->name);
+        if ((rc = distill_model_find_param(c->m, n1, &w)) ||
+            (rc = distill_model_find_param(c->m, n2, &bi)))
+            goto done;
+        int64_t per = w.numel / C;
+        for (int64_t o = 0; o < C; o++) {
+            if (mul) {
+                for (int64_t j = 0; j < per; j++)
+                    w.data[o * per + j] *= v[o];
+                bi.data[o] *= v[o];
+            } else {
+                bi.data[o] += v[o];
+            }
+        }
+        rc = set_act(c, nd->output[0], x->node);
+        goto done;
+    }
+    rc = add_affine(c, name, x, mul ? v : one, mul ? zero : v);
+    if (!rc)
+        rc = set_act(c, nd->output[0], model_find(c->m, name));
+done:
+    xfree(v);
+    xfree(one);
+    xfree(zero);
+    return rc;
 }
 
 int op_pad(ctx *c, const Onnx__NodeProto *nd)
@@ -332,6 +399,44 @@ int op_gather(ctx *c, const Onnx__NodeProto *nd)
         if (j < 0 || j >= d->numel)
             return BADF(c, "index %lld is out of range", (long long)ix->i[k]);
         o->i[k] = d->i[j];
+    }
+    return DISTILL_OK;
+}
+
+/* Concat of constants: shape arithmetic on 1-D int vectors. */
+int shape_concat(ctx *c, const Onnx__NodeProto *nd)
+{
+    int rc;
+    int64_t total = 0;
+    val *parts[64];
+    if (nd->n_input > 64)
+        return UNSUP(c, "Concat of %zu shapes", nd->n_input);
+    for (size_t k = 0; k < nd->n_input; k++) {
+        val *v;
+        if ((rc = get_const(c, nd->input[k], &v)))
+            return rc;
+        parts[k] = v;
+        if (!v->is_int || v->rank != 1)
+            return UNSUP(c, "Concat of constants other than 1-D int shapes");
+        total += v->numel;
+    }
+    if (total > 64)
+        return UNSUP(c, "a shape of %lld values", (long long)total);
+    val *o = new_val(c, nd->output[0]);
+    if (!o)
+        return DISTILL_ENOMEM;
+    o->kind = V_CONST;
+    o->is_int = 1;
+    o->rank = 1;
+    o->dims[0] = o->numel = total;
+    if (!(o->i = xmalloc((size_t)(total ? total : 1) * sizeof *o->i)))
+        return DISTILL_ENOMEM;
+    int64_t at = 0;
+    for (size_t k = 0; k < nd->n_input && at < total; k++) {
+        val *v = parts[k];
+        int64_t take = v->numel < total - at ? v->numel : total - at;
+        memcpy(o->i + at, v->i, (size_t)take * sizeof *v->i);
+        at += take;
     }
     return DISTILL_OK;
 }
