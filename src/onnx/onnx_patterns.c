@@ -144,10 +144,10 @@ void find_gelu(ctx *c)
             end = m1;
         }
         c->skip[d] = c->skip[e] = c->skip[a] = 1;
-        if (end == m2)
-            c->skip[m1] = 1;
         if (have_h)
             c->skip[h] = 1;
+        else
+            c->skip[m1] = 1; /* the form ending in a second Mul (end is m2) */
         c->skip[end] = 0;
         c->gelu_in[end] = x;
     }
