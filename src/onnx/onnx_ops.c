@@ -1,7 +1,8 @@
 /*
  * onnx_ops.c - the ONNX importer's operator handlers, one per ONNX
  * operator (or family), each turning one node into model nodes, and the
- * dispatch from a node to its handler.
+ * name table (ONNX_OPS: operator -> handler, and the operator versions
+ * each opset selects) through which op_node reaches them.
  */
 #include <math.h>
 #include <stdio.h>
