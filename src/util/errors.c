@@ -1,14 +1,80 @@
 /*
- * errors.c - the public side of errors, versions and threads
- * (include/distill/common.h).
+ * errors.c - errors: the thread's last error as the library records it
+ * (seterr, declared in util/util.h) and the public side of errors, versions
+ * and threads (include/distill/common.h).
  */
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <omp.h>
 
 #include "distill/common.h"
 #include "distill/version.h"
 #include "util/util.h"
+
+/* ======================================================= recording errors */
+
+/* This thread's last error; distill_last_error() below reads it. */
+#define ERRBUF_SIZE 512
+static _Thread_local char err_msg[ERRBUF_SIZE];
+static _Thread_local int err_status;
+
+/* Cut `buf` (NUL-terminated, truncated at `cap - 1` bytes) so that it does
+ * not end inside a UTF-8 sequence, and mark the cut with "...". */
+static void mark_truncated(char *buf, size_t cap)
+{
+    size_t n = cap - 1;
+    const size_t ell = 3;
+    if (n < ell)
+        return;
+    n -= ell;
+    /* Back off continuation bytes (10xxxxxx) and the lead byte they follow. */
+    size_t k = n;
+    while (k > 0 && ((unsigned char)buf[k] & 0xC0) == 0x80)
+        k--;
+    /* If buf[n] continued a sequence, that sequence started at buf[k] and
+     * did not fit: drop it whole. */
+    n = k;
+    memcpy(buf + n, "...", ell + 1);
+}
+
+int seterr(int status, const char *fmt, ...)
+{
+    /* Format into a local buffer first: callers may pass the current
+     * message (distill_last_error()) as an argument to add context. */
+    char tmp[ERRBUF_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt ? fmt : "", ap);
+    va_end(ap);
+    if (n < 0)
+        tmp[0] = '\0';
+    else if ((size_t)n >= sizeof tmp)
+        mark_truncated(tmp, sizeof tmp);
+    memcpy(err_msg, tmp, sizeof tmp);
+    err_status = status;
+    return status;
+}
+
+const char *util_last_error(void)
+{
+    return err_msg;
+}
+
+int util_last_status(void)
+{
+    return err_status;
+}
+
+void util_clear_error(void)
+{
+    err_msg[0] = '\0';
+    err_status = DISTILL_OK;
+}
+
+/* ============================================================ public side */
 
 const char *distill_strerror(int status)
 {

@@ -1,7 +1,13 @@
 /*
- * util.h - internal helpers shared by every part of the library:
- * error reporting, allocation, CRC32, file writing, the seeded RNG.
- * Nothing here is exported.
+ * util.h - internal helpers shared by every part of the library, one
+ * source file per concern:
+ *   errors.c   the thread's last error (seterr)
+ *   alloc.c    allocation, the host allocator hook, size arithmetic
+ *   crc32.c    CRC-32
+ *   rng.c      the seeded generator
+ *   fileio.c   atomic file writes, whole file reads
+ * The chunked container format is in container.h.  Nothing here is
+ * exported.
  */
 #ifndef DISTILL_UTIL_H
 #define DISTILL_UTIL_H
