@@ -369,21 +369,13 @@ int loss_check_taps(const distill_loss *l, int64_t n, const distill_tensor *s,
     return DISTILL_OK;
 }
 
-/* First non-finite element of a float array, or -1. */
-static int64_t first_nonfinite(const float *x, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        if (!isfinite(x[i]))
-            return (int64_t)i;
-    return -1;
-}
-
 static int check_finite_input(const distill_loss *l, const char *what, const float *x,
                               size_t count, int64_t row)
 {
-    int64_t bad = first_nonfinite(x, count);
-    if (bad < 0)
+    size_t at = first_nonfinite(x, count);
+    if (at == count)
         return DISTILL_OK;
+    int64_t bad = (int64_t)at;
     if (row > 0)
         return seterr(DISTILL_ENONFINITE, "loss '%s': %s[%lld, %lld] is %g", l->name, what,
                       (long long)(bad / row), (long long)(bad % row), (double)x[bad]);
@@ -527,12 +519,13 @@ int distill_loss_forward(distill_loss *l, const distill_loss_batch *batch, doubl
     }
     if (!isfinite(v))
         return seterr(DISTILL_ENONFINITE, "loss '%s' is %g", l->name, v);
-    int64_t bad = gl ? first_nonfinite(gl, nl) : -1;
-    if (bad >= 0)
+    size_t bad = gl ? first_nonfinite(gl, nl) : nl;
+    if (bad < nl)
         return seterr(DISTILL_ENONFINITE, "loss '%s': gradient of student_logits[%lld, %lld] is %g",
-                      l->name, (long long)(bad / batch->classes),
-                      (long long)(bad % batch->classes), (double)gl[bad]);
-    if (sg.student_feat && (bad = first_nonfinite(sg.student_feat->data, sf->numel)) >= 0)
+                      l->name, (long long)(bad / (size_t)batch->classes),
+                      (long long)(bad % (size_t)batch->classes), (double)gl[bad]);
+    if (sg.student_feat &&
+        (bad = first_nonfinite(sg.student_feat->data, (size_t)sf->numel)) < (size_t)sf->numel)
         return seterr(DISTILL_ENONFINITE,
                       "loss '%s': gradient of student '%s' element %lld is %g", l->name,
                       l->student_node, (long long)bad, (double)sg.student_feat->data[bad]);

@@ -444,14 +444,6 @@ static double sum_squares(const float *x, size_t n, double *partial)
     return s;
 }
 
-static int all_finite(const float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return 0;
-    return 1;
-}
-
 /* DISTILL_ENONFINITE naming the first tensor that a step would update and
  * whose gradient is not finite; DISTILL_OK if there is none. */
 static int find_nonfinite(const distill_optimizer *opt, const float *g)

@@ -24,14 +24,6 @@ static void zero(distill_tensor *t)
     memset(t->data, 0, t->numel * sizeof(float));
 }
 
-static int all_finite(const float *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(p[i]))
-            return 0;
-    return 1;
-}
-
 static int set_lr(distill_trainer *tr, double *lr_out)
 {
     double lr = tr->o.lr;

@@ -203,6 +203,20 @@ void afile_abort(afile *f)
     afile_release(f);
 }
 
+int write_file_atomic(const char *path, const void *data, size_t size)
+{
+    afile *f;
+    int rc = afile_open(&f, path);
+    if (rc != DISTILL_OK)
+        return rc;
+    rc = afile_write(f, data, size);
+    if (rc != DISTILL_OK) {
+        afile_abort(f);
+        return rc;
+    }
+    return afile_commit(f);
+}
+
 /* ============================================================= read_file */
 
 int read_file(const char *path, size_t max_size, void **data, size_t *size)

@@ -1,18 +1,22 @@
 /*
- * rng.c - the seeded generator (splitmix64-seeded xoshiro256**) and the
- * splitmix64 mixer.  Declared in util/util.h.
+ * rng.c - the splitmix64 mixer and generator, and the seeded generator
+ * (splitmix64-seeded xoshiro256**).  Declared in util/util.h.
  */
 #include "util/util.h"
 
 #include <math.h>
 #include <stdint.h>
 
-static uint64_t splitmix64(uint64_t *state)
+uint64_t splitmix64_mix(uint64_t z)
 {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+uint64_t splitmix64(uint64_t *state)
+{
+    return splitmix64_mix(*state += SPLITMIX64_GAMMA);
 }
 
 static uint64_t rotl64(uint64_t x, int k)

@@ -6,6 +6,8 @@
  *   crc32.c    CRC-32
  *   rng.c      the seeded generator
  *   fileio.c   atomic file writes, whole file reads
+ *   check.c    checks of what callers hand in: struct versions, finite
+ *              float arrays
  * The chunked container format is in container.h.  Nothing here is
  * exported.
  */
@@ -62,6 +64,17 @@ int size_add(size_t a, size_t b, size_t *out);
 /* CRC-32 (IEEE 802.3, as zlib's crc32); crc starts at 0. */
 uint32_t crc32_update(uint32_t crc, const void *data, size_t len);
 
+/* splitmix64's finalizer (Stafford's "Mix13", the mix64 of the splitmix64
+ * paper): a bijection of 64-bit words that spreads every input bit over the
+ * whole output; splitmix64_mix(0) == 0.  splitmix64() is the generator
+ * built on it: it adds SPLITMIX64_GAMMA to *state and returns the mix of the
+ * result, so the output for a counter z is splitmix64_mix(z + GAMMA).  (Not
+ * named plain mix64: files still holding a static mix64 of their own must
+ * keep compiling until they switch to this one.) */
+#define SPLITMIX64_GAMMA 0x9E3779B97F4A7C15ull
+uint64_t splitmix64_mix(uint64_t z);
+uint64_t splitmix64(uint64_t *state);
+
 /* Seeded generator: splitmix64-seeded xoshiro256**.  Same seed, same stream
  * on every machine. */
 typedef struct rng {
@@ -82,8 +95,54 @@ int afile_write(afile *f, const void *data, size_t len);
 int afile_commit(afile *f);   /* sync, close, rename; frees f */
 void afile_abort(afile *f);   /* close, remove temp; frees f; accepts NULL */
 
+/* The whole of a file in one call: afile_open, afile_write and afile_commit
+ * (afile_abort on failure), with their errors; data is not freed. */
+int write_file_atomic(const char *path, const void *data, size_t size);
+
 /* Read a whole file into memory (xmalloc'd; caller xfree's).  Refuses files
  * larger than max_size with DISTILL_EFORMAT. */
 int read_file(const char *path, size_t max_size, void **data, size_t *size);
+
+/*
+ * Versioned structs handed in by a caller (options, vtables, the allocator):
+ * every version check of the library goes through check_version, so that a
+ * refusal reads the same everywhere:
+ *   "<where>: <type> version <v> is not known (this library knows <known>)"
+ * where <where> is printf-formatted from where_fmt (the public function, or
+ * the node: "conv2d 'stem'").  It returns DISTILL_OK, or DISTILL_EVERSION
+ * with that message.  CHECK_VERSION returns the status from the calling
+ * function when the version is refused.
+ */
+int check_version(unsigned int version, unsigned int known, const char *type,
+                  const char *where_fmt, ...) DISTILL__PRINTF(4, 5);
+#define CHECK_VERSION(version, known, type, ...)                                    \
+    do {                                                                            \
+        int check_version_rc_ = check_version((version), (known), (type), __VA_ARGS__); \
+        if (check_version_rc_ != DISTILL_OK)                                        \
+            return check_version_rc_;                                               \
+    } while (0)
+
+/*
+ * Copy a caller's options struct over `dst`, which already holds the
+ * defaults: the first `caller_size` bytes, the size of the struct as of the
+ * version the caller was built with, so that fields appended after that
+ * version keep their defaults (never more than dst_size bytes).
+ * COPY_OPTIONS checks src->version with CHECK_VERSION first.  Every options
+ * struct is at version 1 today, where the caller's size is sizeof *src; when
+ * a struct gains fields, its call site passes the size of each older
+ * version instead.
+ */
+void copy_options(void *dst, size_t dst_size, const void *src, size_t caller_size);
+#define COPY_OPTIONS(dst, src, known, type, ...)                              \
+    do {                                                                      \
+        CHECK_VERSION((src)->version, (known), (type), __VA_ARGS__);          \
+        copy_options((dst), sizeof *(dst), (src), sizeof *(src));             \
+    } while (0)
+
+/* Float arrays: the index of the first NaN or infinite element of x[0, n),
+ * or n when every element is finite; all_finite(x, n) is 1 when every
+ * element is finite (and for n == 0), else 0. */
+size_t first_nonfinite(const float *x, size_t n);
+int all_finite(const float *x, size_t n);
 
 #endif /* DISTILL_UTIL_H */

@@ -12,12 +12,15 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -125,6 +128,22 @@ static void test_rng_golden(void **state)
     assert_true(rng_next(&r) == 0x15780B2E0C2EC716ull);
     assert_true(rng_next(&r) == 0x6104D9866D113A7Eull);
     assert_true(rng_next(&r) == 0xAE17533239E499A1ull);
+}
+
+static void test_mix64(void **state)
+{
+    (void)state;
+    /* The published splitmix64 stream from seed 0, and the finalizer on
+     * its own (values from an independent implementation). */
+    uint64_t s = 0;
+    assert_true(splitmix64(&s) == 0xE220A8397B1DCDAFull);
+    assert_true(s == SPLITMIX64_GAMMA);
+    assert_true(splitmix64(&s) == 0x6E789E6AA1B965F4ull);
+    assert_true(splitmix64(&s) == 0x06C45D188009454Full);
+    assert_true(splitmix64_mix(0) == 0);
+    assert_true(splitmix64_mix(1) == 0x5692161D100B05E5ull);
+    assert_true(splitmix64_mix(UINT64_MAX) == 0xB4D055FCF2CBBD7Bull);
+    assert_true(splitmix64_mix(SPLITMIX64_GAMMA) == 0xE220A8397B1DCDAFull);
 }
 
 static void test_rng_determinism(void **state)
@@ -394,6 +413,102 @@ static void test_version_and_threads(void **state)
     assert_int_equal(distill_get_num_threads(), def);
 }
 
+/* ------------------------------------------------- caller-given structs */
+
+typedef struct vstruct {
+    unsigned int version;
+    int a, b;
+} vstruct;
+
+static int take_vstruct(const vstruct *in, vstruct *out, const char *node)
+{
+    vstruct o = {1, -1, -2}; /* the defaults */
+    if (in)
+        COPY_OPTIONS(&o, in, 1, "vstruct", "op '%s'", node);
+    *out = o;
+    return DISTILL_OK;
+}
+
+static void test_check_version(void **state)
+{
+    (void)state;
+    distill_error_clear();
+    assert_int_equal(check_version(3, 3, "distill_x_options", "distill_x_create"), DISTILL_OK);
+    assert_string_equal(distill_last_error(), ""); /* success records nothing */
+
+    assert_int_equal(check_version(0, 1, "distill_x_options", "distill_x_options_init"),
+                     DISTILL_EVERSION);
+    assert_string_equal(distill_last_error(), "distill_x_options_init: distill_x_options version 0 "
+                                              "is not known (this library knows 1)");
+    assert_int_equal(check_version(2, 1, "distill_conv2d_options", "conv2d '%s'", "stem"),
+                     DISTILL_EVERSION);
+    assert_string_equal(distill_last_error(), "conv2d 'stem': distill_conv2d_options version 2 "
+                                              "is not known (this library knows 1)");
+    /* A newer caller is refused too: it may rely on fields we do not have. */
+    assert_int_equal(check_version(1000, 999, "t", "w"), DISTILL_EVERSION);
+
+    /* COPY_OPTIONS: a known version is copied whole, an unknown one is
+     * refused before anything is copied, NULL keeps the defaults. */
+    vstruct out = {0, 0, 0}, in = {1, 5, 6};
+    assert_int_equal(take_vstruct(&in, &out, "n"), DISTILL_OK);
+    assert_int_equal(out.a, 5);
+    assert_int_equal(out.b, 6);
+    assert_int_equal(take_vstruct(NULL, &out, "n"), DISTILL_OK);
+    assert_int_equal(out.a, -1);
+    assert_int_equal(out.b, -2);
+    in.version = 7;
+    out.a = 42;
+    assert_int_equal(take_vstruct(&in, &out, "n7"), DISTILL_EVERSION);
+    assert_int_equal(out.a, 42);
+    assert_non_null(strstr(distill_last_error(), "op 'n7': vstruct version 7 is not known"));
+
+    /* copy_options copies the caller's size only: fields appended after the
+     * caller's version keep their defaults, and never more than dst holds. */
+    vstruct dst = {1, -1, -2};
+    const vstruct src = {1, 10, 20};
+    copy_options(&dst, sizeof dst, &src, offsetof(vstruct, b));
+    assert_int_equal(dst.a, 10);
+    assert_int_equal(dst.b, -2);
+    struct { vstruct v; int extra; } big = {{1, 3, 4}, 99};
+    unsigned char guard[sizeof(vstruct) + 8];
+    memset(guard, 0xAB, sizeof guard);
+    copy_options(guard, sizeof(vstruct), &big, sizeof big);
+    assert_memory_equal(guard, &big.v, sizeof(vstruct));
+    assert_int_equal(guard[sizeof(vstruct)], 0xAB);
+}
+
+static void test_all_finite(void **state)
+{
+    (void)state;
+    float x[9];
+    for (int i = 0; i < 9; i++)
+        x[i] = (float)i - 4.0f;
+    x[0] = -FLT_MAX;
+    x[8] = FLT_MAX;
+    assert_int_equal(all_finite(x, 9), 1);
+    assert_int_equal(first_nonfinite(x, 9), 9);
+    assert_int_equal(all_finite(x, 0), 1);
+    assert_int_equal(first_nonfinite(NULL, 0), 0);
+
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+        for (size_t pos = 0; pos < 9; pos += 4) { /* first, middle, last */
+            float y[9];
+            memcpy(y, x, sizeof y);
+            y[pos] = bad[k];
+            assert_int_equal(all_finite(y, 9), 0);
+            assert_int_equal(first_nonfinite(y, 9), pos);
+            /* the element just past n is not looked at */
+            assert_int_equal(all_finite(y, pos), 1);
+            assert_int_equal(first_nonfinite(y, pos), pos);
+        }
+    }
+    /* Two bad elements: the first is reported. */
+    x[3] = NAN;
+    x[6] = INFINITY;
+    assert_int_equal(first_nonfinite(x, 9), 3);
+}
+
 /* -------------------------------------------------------- atomic files */
 
 static void test_afile_commit(void **state)
@@ -461,6 +576,49 @@ static void test_afile_abort(void **state)
     assert_null(f);
     assert_non_null(strstr(distill_last_error(), bad));
     assert_non_null(strstr(distill_last_error(), "No such file"));
+
+    remove_tree(dir);
+    free(dir);
+}
+
+/* write_file_atomic: the whole file or nothing, the old file intact. */
+static void test_write_file_atomic(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/whole.bin", dir);
+
+    assert_int_equal(write_file_atomic(path, "first", 5), DISTILL_OK);
+    assert_string_equal(slurp(path), "first");
+    assert_int_equal(write_file_atomic(path, "second", 6), DISTILL_OK);
+    assert_string_equal(slurp(path), "second");
+    assert_int_equal(count_entries(dir), 1);
+
+    /* A write that fails half-way, as on a full disk (a file size cap works
+     * as root, unlike permissions): the old file stays, nothing is left. */
+    static char big[64 * 1024];
+    memset(big, 'x', sizeof big);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 1000;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    distill_error_clear();
+    int rc = write_file_atomic(path, big, sizeof big);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, DISTILL_EIO);
+    assert_non_null(strstr(distill_last_error(), path));
+    assert_string_equal(slurp(path), "second");
+    assert_int_equal(count_entries(dir), 1);
+
+    /* A directory that does not exist: EIO naming the path. */
+    char bad[PATH_MAX + 32];
+    snprintf(bad, sizeof bad, "%s/no/such/x.bin", dir);
+    assert_int_equal(write_file_atomic(bad, "x", 1), DISTILL_EIO);
+    assert_non_null(strstr(distill_last_error(), bad));
 
     remove_tree(dir);
     free(dir);
@@ -619,6 +777,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32_known_values),
         cmocka_unit_test(test_rng_golden),
+        cmocka_unit_test(test_mix64),
         cmocka_unit_test(test_rng_determinism),
         cmocka_unit_test(test_rng_uniform_distribution),
         cmocka_unit_test(test_rng_normal_distribution),
@@ -630,8 +789,11 @@ int main(void)
         cmocka_unit_test(test_last_error_thread_local),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_version_and_threads),
+        cmocka_unit_test(test_check_version),
+        cmocka_unit_test(test_all_finite),
         cmocka_unit_test(test_afile_commit),
         cmocka_unit_test(test_afile_abort),
+        cmocka_unit_test(test_write_file_atomic),
         cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_container_roundtrip),
         cmocka_unit_test(test_container_writer_errors),
