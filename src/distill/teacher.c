@@ -429,13 +429,7 @@ int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,
     size_t size;
     if ((rc = cw_finish(&w, &data, &size)))
         goto out_nowriter;
-    afile *f;
-    if ((rc = afile_open(&f, path)) == DISTILL_OK) {
-        if ((rc = afile_write(f, data, size)))
-            afile_abort(f);
-        else
-            rc = afile_commit(f);
-    }
+    rc = write_file_atomic(path, data, size);
     xfree(data);
     goto out_nowriter;
 out:

@@ -591,15 +591,7 @@ int distill_model_save(const distill_model *m, const char *path)
     int rc = model_serialize(m, &data, &size);
     if (rc != DISTILL_OK)
         return rc;
-    afile *f;
-    rc = afile_open(&f, path);
-    if (rc == DISTILL_OK) {
-        rc = afile_write(f, data, size);
-        if (rc == DISTILL_OK)
-            rc = afile_commit(f);
-        else
-            afile_abort(f);
-    }
+    rc = write_file_atomic(path, data, size);
     xfree(data);
     return rc;
 }

@@ -473,15 +473,7 @@ int distill_model_export_onnx(const distill_model *m, const char *path)
     int rc = onnx_export_buffer(m, &data, &size);
     if (rc)
         return rc;
-    afile *f;
-    rc = afile_open(&f, path);
-    if (rc == DISTILL_OK) {
-        rc = afile_write(f, data, size);
-        if (rc == DISTILL_OK)
-            rc = afile_commit(f);
-        else
-            afile_abort(f);
-    }
+    rc = write_file_atomic(path, data, size);
     xfree(data);
     return rc;
 }

@@ -86,18 +86,9 @@ int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path)
     size_t size;
     if ((rc = cw_finish(&w, &data, &size)))
         return rc;
-    afile *f;
-    if ((rc = afile_open(&f, path))) {
-        xfree(data);
-        return rc;
-    }
-    rc = afile_write(f, data, size);
+    rc = write_file_atomic(path, data, size);
     xfree(data);
-    if (rc) {
-        afile_abort(f);
-        return rc;
-    }
-    return afile_commit(f);
+    return rc;
 fail:
     cw_free(&w);
     return rc;
