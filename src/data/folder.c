@@ -33,9 +33,8 @@ int distill_folder_options_init(distill_folder_options *opts, unsigned int versi
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_folder_options_init: opts is NULL");
-    if (version != DISTILL_FOLDER_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_folder_options_init: unknown version %u",
-                      version);
+    CHECK_VERSION(version, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options",
+                  "distill_folder_options_init");
     const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
     *opts = init;
     return DISTILL_OK;
@@ -535,11 +534,8 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
         return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: root is NULL");
     distill_folder_options o = DISTILL_FOLDER_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_FOLDER_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION,
-                          "distill_dataset_from_folder: options version %u is not %u",
-                          opts->version, DISTILL_FOLDER_OPTIONS_VERSION);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options",
+                     "distill_dataset_from_folder");
     }
     if (o.channels != 1 && o.channels != 3)
         return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: channels is %d; must be 1 or 3",

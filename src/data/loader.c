@@ -127,9 +127,8 @@ int distill_loader_options_init(distill_loader_options *opts, unsigned int versi
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_loader_options_init: opts is NULL");
-    if (version != DISTILL_LOADER_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_loader_options_init: unknown version %u",
-                      version);
+    CHECK_VERSION(version, DISTILL_LOADER_OPTIONS_VERSION, "distill_loader_options",
+                  "distill_loader_options_init");
     const distill_loader_options init = DISTILL_LOADER_OPTIONS_INIT;
     *opts = init;
     return DISTILL_OK;
@@ -904,10 +903,8 @@ int distill_loader_create(distill_loader **out, const distill_dataset *ds,
         return seterr(DISTILL_EINVAL, "distill_loader_create: dataset is NULL");
     distill_loader_options o = DISTILL_LOADER_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_LOADER_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_loader_create: options version %u is not %u",
-                          opts->version, DISTILL_LOADER_OPTIONS_VERSION);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_LOADER_OPTIONS_VERSION, "distill_loader_options",
+                     "distill_loader_create");
     }
     const store *st = ds->st;
     if (o.batch_size < 1)

@@ -122,11 +122,8 @@ int distill_loss_create_custom(distill_loss **out, const distill_loss_vtable *vt
         return rc;
     if (!vt)
         return seterr(DISTILL_EINVAL, "distill_loss_create_custom: vtable is NULL");
-    if (vt->version != DISTILL_LOSS_VTABLE_VERSION)
-        return seterr(DISTILL_EVERSION,
-                      "distill_loss_create_custom: vtable version %u is not known (this library "
-                      "knows version %d)",
-                      vt->version, DISTILL_LOSS_VTABLE_VERSION);
+    CHECK_VERSION(vt->version, DISTILL_LOSS_VTABLE_VERSION, "distill_loss_vtable",
+                  "distill_loss_create_custom");
     const char *name = vt->name && *vt->name ? vt->name : "custom";
     if (!vt->forward)
         return seterr(DISTILL_EINVAL, "custom loss '%s': forward is NULL", name);

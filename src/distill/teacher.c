@@ -69,10 +69,8 @@ int distill_teacher_from_callback(distill_teacher **out, const distill_teacher_c
 {
     if (!cb)
         return seterr(DISTILL_EINVAL, "distill_teacher_from_callback: cb is NULL");
-    if (cb->version != DISTILL_TEACHER_CALLBACK_VERSION)
-        return seterr(DISTILL_EVERSION, "teacher callback version %u is not known (this library "
-                                        "knows %d)",
-                      cb->version, DISTILL_TEACHER_CALLBACK_VERSION);
+    CHECK_VERSION(cb->version, DISTILL_TEACHER_CALLBACK_VERSION, "distill_teacher_callback",
+                  "distill_teacher_from_callback");
     if (!cb->forward || cb->classes < 2)
         return seterr(DISTILL_EINVAL, "teacher callback: forward must be set and classes >= 2");
     int rc = teacher_new(out, T_CALLBACK);
@@ -326,8 +324,8 @@ int distill_cache_options_init(distill_cache_options *opts, unsigned int version
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_cache_options_init: opts is NULL");
-    if (version != DISTILL_CACHE_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_cache_options version %u is not known", version);
+    CHECK_VERSION(version, DISTILL_CACHE_OPTIONS_VERSION, "distill_cache_options",
+                  "distill_cache_options_init");
     distill_cache_options o = DISTILL_CACHE_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -342,10 +340,8 @@ int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,
         return seterr(DISTILL_EUNSUPPORTED, "cache_build: the teacher is itself a cache");
     distill_cache_options o = DISTILL_CACHE_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_CACHE_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_cache_options version %u is not known",
-                          opts->version);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_CACHE_OPTIONS_VERSION, "distill_cache_options",
+                     "distill_teacher_cache_build");
     }
     if (o.batch_size < 1 || o.crop_padding < 0 || o.crop_padding > 64 || o.norm_count < 0 ||
         o.norm_count > 4 || o.resize < 0 || o.center_crop[0] < 0 || o.center_crop[1] < 0)

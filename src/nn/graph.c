@@ -323,10 +323,8 @@ int distill_conv2d_options_init(distill_conv2d_options *opts, unsigned int versi
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_conv2d_options_init: opts is NULL");
-    if (version != DISTILL_CONV2D_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_conv2d_options version %u is not known (this "
-                                        "library knows %d)",
-                      version, DISTILL_CONV2D_OPTIONS_VERSION);
+    CHECK_VERSION(version, DISTILL_CONV2D_OPTIONS_VERSION, "distill_conv2d_options",
+                  "distill_conv2d_options_init");
     distill_conv2d_options o = DISTILL_CONV2D_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -338,10 +336,8 @@ int distill_model_add_conv2d(distill_model *m, const char *name, const char *inp
     CHECK_MODEL(m, "distill_model_add_conv2d");
     distill_conv2d_options o = DISTILL_CONV2D_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_CONV2D_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "conv2d '%s': options version %u is not known",
-                          name ? name : "?", opts->version);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_CONV2D_OPTIONS_VERSION, "distill_conv2d_options",
+                     "conv2d '%s'", name ? name : "?");
     }
     int rc = check_name(m, name), in = -1;
     if (rc || (rc = resolve(m, name, input, &in)) || (rc = need_rank3(m, "conv2d", name, in)))
@@ -518,10 +514,8 @@ int distill_pool2d_options_init(distill_pool2d_options *opts, unsigned int versi
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_pool2d_options_init: opts is NULL");
-    if (version != DISTILL_POOL2D_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_pool2d_options version %u is not known (this "
-                                        "library knows %d)",
-                      version, DISTILL_POOL2D_OPTIONS_VERSION);
+    CHECK_VERSION(version, DISTILL_POOL2D_OPTIONS_VERSION, "distill_pool2d_options",
+                  "distill_pool2d_options_init");
     distill_pool2d_options o = DISTILL_POOL2D_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -588,10 +582,8 @@ int distill_model_add_pool2d(distill_model *m, const char *name, const char *inp
     CHECK_MODEL(m, "distill_model_add_pool2d");
     distill_pool2d_options o = DISTILL_POOL2D_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_POOL2D_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "pool2d '%s': options version %u is not known",
-                          name ? name : "?", opts->version);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_POOL2D_OPTIONS_VERSION, "distill_pool2d_options",
+                     "pool2d '%s'", name ? name : "?");
     }
     if (op != DISTILL_OP_MAXPOOL && op != DISTILL_OP_AVGPOOL)
         return seterr(DISTILL_EINVAL, "pool2d '%s': op %d is neither DISTILL_OP_MAXPOOL nor "

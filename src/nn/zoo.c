@@ -40,10 +40,8 @@ int distill_zoo_options_init(distill_zoo_options *opts, unsigned int version)
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_zoo_options_init: opts is NULL");
-    if (version != DISTILL_ZOO_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_zoo_options version %u is not known (this "
-                                        "library knows %d)",
-                      version, DISTILL_ZOO_OPTIONS_VERSION);
+    CHECK_VERSION(version, DISTILL_ZOO_OPTIONS_VERSION, "distill_zoo_options",
+                  "distill_zoo_options_init");
     distill_zoo_options o = DISTILL_ZOO_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -298,10 +296,6 @@ static void build_cnn(zb *b, const distill_zoo_options *o)
 
 static int check_zoo_options(const distill_zoo_options *o)
 {
-    if (o->version != DISTILL_ZOO_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_zoo_options version %u is not known (this "
-                                        "library knows %d)",
-                      o->version, DISTILL_ZOO_OPTIONS_VERSION);
     if (o->in_channels < 1 || o->in_channels > 4096)
         return seterr(DISTILL_EINVAL, "zoo: in_channels = %d must be in 1..4096", o->in_channels);
     if (o->height < 8 || o->width < 8 || o->height > 4096 || o->width > 4096)
@@ -327,7 +321,8 @@ int distill_zoo_create(distill_model **out, const char *name, const distill_zoo_
         return seterr(DISTILL_EINVAL, "distill_zoo_create: name is NULL");
     distill_zoo_options o = DISTILL_ZOO_OPTIONS_INIT;
     if (opts)
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_ZOO_OPTIONS_VERSION, "distill_zoo_options",
+                     "distill_zoo_create");
     int rc = check_zoo_options(&o);
     if (rc)
         return rc;

@@ -64,10 +64,8 @@ int distill_optimizer_options_init(distill_optimizer_options *opts, unsigned int
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_optimizer_options_init: opts is NULL");
-    if (version != DISTILL_OPTIMIZER_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_optimizer_options version %u is not known (this "
-                                        "library knows %d)",
-                      version, DISTILL_OPTIMIZER_OPTIONS_VERSION);
+    CHECK_VERSION(version, DISTILL_OPTIMIZER_OPTIONS_VERSION, "distill_optimizer_options",
+                  "distill_optimizer_options_init");
     distill_optimizer_options o = DISTILL_OPTIMIZER_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -225,11 +223,8 @@ int distill_optimizer_create(distill_optimizer **out, distill_model *model,
         return seterr(DISTILL_EINVAL, "distill_optimizer_create: model is NULL");
     distill_optimizer_options o = DISTILL_OPTIMIZER_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_OPTIMIZER_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_optimizer_options version %u is not known "
-                                            "(this library knows %d)",
-                          opts->version, DISTILL_OPTIMIZER_OPTIONS_VERSION);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_OPTIMIZER_OPTIONS_VERSION, "distill_optimizer_options",
+                     "distill_optimizer_create");
     }
     int rc = check_options(&o);
     if (rc)

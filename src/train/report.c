@@ -94,10 +94,8 @@ int distill_report_compare(distill_model *teacher, distill_model *student,
         batch_n = 128;
     distill_eval_options eo = DISTILL_EVAL_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_EVAL_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_eval_options version %u is not known",
-                          opts->version);
-        eo = *opts;
+        COPY_OPTIONS(&eo, opts, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options",
+                     "distill_report_compare");
     }
     eo.agreement = NULL;
     eo.confusion = NULL;

@@ -14,10 +14,8 @@ int distill_schedule_options_init(distill_schedule_options *opts, unsigned int v
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_schedule_options_init: opts is NULL");
-    if (version != DISTILL_SCHEDULE_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_schedule_options version %u is not known (this "
-                                        "library knows %d)",
-                      version, DISTILL_SCHEDULE_OPTIONS_VERSION);
+    CHECK_VERSION(version, DISTILL_SCHEDULE_OPTIONS_VERSION, "distill_schedule_options",
+                  "distill_schedule_options_init");
     distill_schedule_options o = DISTILL_SCHEDULE_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -37,10 +35,8 @@ int distill_schedule_validate(const distill_schedule_options *s)
 {
     if (!s)
         return seterr(DISTILL_EINVAL, "schedule: options are NULL");
-    if (s->version != DISTILL_SCHEDULE_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_schedule_options version %u is not known (this "
-                                        "library knows %d)",
-                      s->version, DISTILL_SCHEDULE_OPTIONS_VERSION);
+    CHECK_VERSION(s->version, DISTILL_SCHEDULE_OPTIONS_VERSION, "distill_schedule_options",
+                  "distill_schedule_validate");
     if (!finite_ge(s->base_lr, 0.0))
         return seterr(DISTILL_EINVAL, "schedule: base_lr = %g must be finite and >= 0",
                       s->base_lr);

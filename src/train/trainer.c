@@ -16,8 +16,8 @@ int distill_trainer_options_init(distill_trainer_options *opts, unsigned int ver
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_trainer_options_init: opts is NULL");
-    if (version != DISTILL_TRAINER_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_trainer_options version %u is not known", version);
+    CHECK_VERSION(version, DISTILL_TRAINER_OPTIONS_VERSION, "distill_trainer_options",
+                  "distill_trainer_options_init");
     distill_trainer_options o = DISTILL_TRAINER_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -57,10 +57,8 @@ int distill_trainer_create(distill_trainer **out, distill_model *student, distil
         return seterr(DISTILL_EINVAL, "distill_trainer_create: student is NULL");
     distill_trainer_options o = DISTILL_TRAINER_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_TRAINER_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_trainer_options version %u is not known",
-                          opts->version);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_TRAINER_OPTIONS_VERSION, "distill_trainer_options",
+                     "distill_trainer_create");
     }
     if (o.epochs < 1 || o.batch_size < 1 || !(o.lr >= 0) || !(o.momentum >= 0 && o.momentum < 1) ||
         !(o.weight_decay >= 0) || o.crop_padding < 0 || o.warmup_steps < 0 ||

@@ -12,8 +12,8 @@ int distill_eval_options_init(distill_eval_options *opts, unsigned int version)
 {
     if (!opts)
         return seterr(DISTILL_EINVAL, "distill_eval_options_init: opts is NULL");
-    if (version != DISTILL_EVAL_OPTIONS_VERSION)
-        return seterr(DISTILL_EVERSION, "distill_eval_options version %u is not known", version);
+    CHECK_VERSION(version, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options",
+                  "distill_eval_options_init");
     distill_eval_options o = DISTILL_EVAL_OPTIONS_INIT;
     *opts = o;
     return DISTILL_OK;
@@ -44,10 +44,8 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
         return seterr(DISTILL_EINVAL, "distill_evaluate: NULL argument");
     distill_eval_options o = DISTILL_EVAL_OPTIONS_INIT;
     if (opts) {
-        if (opts->version != DISTILL_EVAL_OPTIONS_VERSION)
-            return seterr(DISTILL_EVERSION, "distill_eval_options version %u is not known",
-                          opts->version);
-        o = *opts;
+        COPY_OPTIONS(&o, opts, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options",
+                     "distill_evaluate");
     }
     if (o.batch_size < 1)
         return seterr(DISTILL_EINVAL, "evaluate: batch_size must be >= 1");

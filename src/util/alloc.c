@@ -202,11 +202,8 @@ size_t util_live_blocks(void)
 int distill_set_allocator(const distill_allocator *a)
 {
     if (a) {
-        if (a->version != DISTILL_ALLOCATOR_VERSION)
-            return seterr(DISTILL_EVERSION,
-                          "distill_set_allocator: allocator version %u is not known (this library "
-                          "knows %d)",
-                          a->version, DISTILL_ALLOCATOR_VERSION);
+        CHECK_VERSION(a->version, DISTILL_ALLOCATOR_VERSION, "distill_allocator",
+                      "distill_set_allocator");
         if (!a->alloc || !a->free)
             return seterr(DISTILL_EINVAL, "distill_set_allocator: alloc and free must be set");
     }
