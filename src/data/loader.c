@@ -136,17 +136,14 @@ int distill_loader_options_init(distill_loader_options *opts, unsigned int versi
 
 /* ========================================================= determinism */
 
-static uint64_t mix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* Three splitmix64 steps, each from the last output mixed with the next
+ * input (util/util.h). */
 static uint64_t derive(uint64_t seed, uint64_t epoch, uint64_t what)
 {
-    return mix64(mix64(mix64(seed) ^ epoch) ^ what);
+    uint64_t z = seed;
+    z = splitmix64(&z) ^ epoch;
+    z = splitmix64(&z) ^ what;
+    return splitmix64(&z);
 }
 
 /* The order of `epoch` (NULL when not shuffling: the identity). */
@@ -241,7 +238,8 @@ int loader_rrc_box(const distill_loader *ld, uint64_t epoch, uint64_t q, int64_t
     const int64_t H = ld->bh, W = ld->bw;
     const double area = (double)H * (double)W;
     rng r;
-    rng_seed(&r, mix64(derive(ld->seed, epoch, q) ^ RRC_TAG));
+    uint64_t z = derive(ld->seed, epoch, q) ^ RRC_TAG;
+    rng_seed(&r, splitmix64(&z));
     for (int attempt = 0; attempt < RRC_ATTEMPTS; attempt++) {
         double target = area * (ld->scale[0] + (ld->scale[1] - ld->scale[0]) * rng_uniform(&r));
         double aspect = exp(ld->log_ratio[0] +
