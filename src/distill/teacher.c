@@ -289,11 +289,6 @@ void tcache_free(tcache *c)
     xfree(c);
 }
 
-int tcache_classes(const tcache *c)
-{
-    return c->classes;
-}
-
 /* A cheap identity of a dataset: size, shape and 16 samples spread over it. */
 static int fingerprint(const distill_dataset *ds, uint32_t *out)
 {

@@ -23,6 +23,5 @@ int teacher_cache_lookup(const distill_teacher *t, int64_t n, const int64_t *ind
 /* The cache's storage, owned by the teacher (teacher.c calls these). */
 typedef struct tcache tcache;
 void tcache_free(tcache *c);
-int tcache_classes(const tcache *c);
 
 #endif
