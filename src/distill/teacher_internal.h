@@ -11,7 +11,7 @@ int teacher_add_tap(distill_teacher *t, const char *name, int *rank, int64_t dim
 /* The tap's value from the last distill_teacher_forward (borrowed). */
 const distill_tensor *teacher_tap(const distill_teacher *t, int index);
 
-/* Cached teachers (teacher_cache.c). */
+/* Cached teachers (teacher.c). */
 int teacher_is_cache(const distill_teacher *t);
 /* Check that a cache fits a training run over `ds` with these options
  * (augmentation, transforms, normalization). */

@@ -1,6 +1,7 @@
 /*
  * graph.c - building a model: nodes, shape inference, parameter tensors,
- * weight initialization, and the query API.  Execution is in engine.c.
+ * weight initialization, and the query API.  Execution is in
+ * src/backend/onednn.c.
  */
 #include <math.h>
 #include <stdio.h>

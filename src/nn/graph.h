@@ -6,7 +6,7 @@
  * tensors, and three contiguous float blocks: trainable parameters, their
  * gradients, and BatchNorm statistics.  Execution plans (oneDNN primitives
  * and the activation arena per batch size) hang off `plans` and are owned by
- * src/nn/engine.c; any change to the graph drops them.
+ * src/backend/onednn.c; any change to the graph drops them.
  */
 #ifndef DISTILL_GRAPH_H
 #define DISTILL_GRAPH_H
@@ -56,8 +56,6 @@ typedef struct param {
 struct plan;                /* A pool's bottom and right padding: what its output size needs beyond the
  * top and left padding (never negative). */
 void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
-
-/* engine.c */
 
 struct distill_model {
     node *nodes;
@@ -111,7 +109,7 @@ void model_invalidate(distill_model *m);
  * top and left padding (never negative). */
 void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
 
-/* engine.c */
+/* src/backend/onednn.c */
 void engine_free_plans(distill_model *m);
 
 /* model_io.c: (de)serialize; buffer variants used by checkpoints too. */
