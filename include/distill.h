@@ -3,14 +3,14 @@
  *
  * Include this header alone; it pulls in every part:
  *   distill/common.h  version, status codes, errors, threads
+ *   distill/version.h the version of the headers
  *   distill/tensor.h  N-d float32 arrays
  *   distill/model.h   networks: build, forward, backward, save, load, zoo
- *   distill/data.h    datasets (IDX, PNG folders, host arrays) and batch loaders
- *   distill/optim.h   optimizers (SGD, AdamW) and learning-rate schedules
- *   distill/loss.h    distillation objectives, built-in and host-defined
- *   distill/trainer.h teachers, the training loop, evaluation, checkpoints, report
  *   distill/data.h    datasets (IDX, PNG folders, host arrays) and the batch loader
  *   distill/optim.h   optimizers (SGD, Adam, AdamW) and learning-rate schedules
+ *   distill/loss.h    distillation objectives, built-in and host-defined
+ *   distill/trainer.h teachers, the training loop, evaluation, checkpoints, report
+ *   distill/onnx.h    models to and from ONNX files
  *
  * Link with `pkg-config --cflags --libs distill` or CMake's
  * `find_package(distill)` and `target_link_libraries(app distill::distill)`.
