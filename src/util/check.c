@@ -16,9 +16,10 @@ int check_version(unsigned int version, unsigned int known, const char *type,
     if (version == known)
         return DISTILL_OK;
     char where[256];
+    where[0] = '\0';
     va_list ap;
     va_start(ap, where_fmt);
-    int n = vsnprintf(where, sizeof where, where_fmt ? where_fmt : "", ap);
+    int n = where_fmt ? vsnprintf(where, sizeof where, where_fmt, ap) : 0;
     va_end(ap);
     if (n < 0)
         where[0] = '\0';

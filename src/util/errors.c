@@ -45,9 +45,10 @@ int seterr(int status, const char *fmt, ...)
     /* Format into a local buffer first: callers may pass the current
      * message (distill_last_error()) as an argument to add context. */
     char tmp[ERRBUF_SIZE];
+    tmp[0] = '\0';
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt ? fmt : "", ap);
+    int n = fmt ? vsnprintf(tmp, sizeof tmp, fmt, ap) : 0;
     va_end(ap);
     if (n < 0)
         tmp[0] = '\0';
