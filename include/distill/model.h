@@ -427,14 +427,32 @@ typedef struct distill_zoo_options {
 DISTILL_API int distill_zoo_options_init(distill_zoo_options *opts, unsigned int version);
 
 /**
- * Build a zoo model by name: "resnet8", "resnet14", "resnet20", "resnet32",
- * "resnet44", "resnet56", "resnet110" (CIFAR-style ResNet-(6n+2), widths
- * 16/32/64 times width_mult_pct), "mobilenetv2" (inverted residuals with
- * depthwise convs, for small images), "cnn" (a small plain CNN).  Node names
- * follow PyTorch's modules: "conv1", "bn1", "layer1.0.conv1", ..., stage
- * outputs "layer1", "layer2", "layer3", "pool", "fc".
+ * Build a zoo model by name.
+ *
+ * For small images (28x28, 32x32): "resnet8", "resnet14", "resnet20",
+ * "resnet32", "resnet44", "resnet56", "resnet110" (CIFAR-style
+ * ResNet-(6n+2), widths 16/32/64 times width_mult_pct), "mobilenetv2"
+ * (inverted residuals with depthwise convs and a stride-1 stem), "cnn" (a
+ * small plain CNN).  Node names follow PyTorch's modules: "conv1", "bn1",
+ * "layer1.0.conv1", ..., stage outputs "layer1", "layer2", "layer3",
+ * "pool", "fc".
+ *
+ * For photos (any input from 32x32): "resnet18", "resnet34", "resnet50" and
+ * "mobilenet_v2", exactly as torchvision.models defines them (ResNet v1.5
+ * with the stride on the 3x3 conv; MobileNetV2 with dropout 0.2 and
+ * width_mult_pct as torchvision's width_mult, widths rounded to multiples
+ * of 8 as torchvision does; the ResNets take only width_mult_pct = 100).
+ * Their parameters are named by torchvision's state_dict keys, in the same
+ * layouts ("layer1.0.conv1.weight", "layer2.0.downsample.1.running_var",
+ * "features.1.conv.0.0.weight", "classifier.1.weight"), so a torchvision
+ * state_dict copies in tensor by tensor (num_batches_tracked has no
+ * counterpart).  The ResNets' stage outputs are "layer1".."layer4" and the
+ * logits "fc"; MobileNetV2's residual adds are "features.<i>" and the
+ * logits "classifier.1".  torchvision initializes convs with
+ * DISTILL_INIT_KAIMING_NORMAL; the zoo uses opts->init.
+ *
  * opts NULL means DISTILL_ZOO_OPTIONS_INIT.  *out belongs to the caller.
- * DISTILL_ENOTFOUND for an unknown name.
+ * DISTILL_ENOTFOUND for an unknown name; DISTILL_EINVAL for bad options.
  */
 DISTILL_API int distill_zoo_create(distill_model **out, const char *name,
                                    const distill_zoo_options *opts);

@@ -91,6 +91,8 @@ typedef enum cli_opt_id {
     OPT_RATIO,
     OPT_MEMORY,
     OPT_WORKERS,
+    OPT_CLASSES,
+    OPT_WIDTH,
     OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
@@ -106,6 +108,7 @@ typedef struct cli_options {
     const char **inputs;            /* positional arguments (owned array) */
     int n_inputs;
     int epochs, batch, threads, channels, height, width, top;
+    int classes, width_pct;         /* --classes, --width (zoo models) */
     int64_t limit, val_limit;
     uint64_t seed;
     double lr;

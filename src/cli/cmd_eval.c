@@ -155,8 +155,17 @@ int cli_cmd_summary(const cli_command *cmd, const cli_options *o)
     int rc = cli_require(cmd, o, OPT_MODEL);
     if (rc)
         return rc;
+    distill_zoo_options zo = DISTILL_ZOO_OPTIONS_INIT;
+    if (cli_given(o, OPT_CHANNELS))
+        zo.in_channels = o->channels;
+    if (cli_given(o, OPT_SIZE))
+        zo.height = o->height, zo.width = o->width;
+    if (cli_given(o, OPT_CLASSES))
+        zo.classes = o->classes;
+    if (cli_given(o, OPT_WIDTH))
+        zo.width_mult_pct = o->width_pct;
     distill_model *m;
-    if ((rc = cli_model_open("--model", o->model, NULL, &m)))
+    if ((rc = cli_model_open("--model", o->model, &zo, &m)))
         return rc;
     int lrc = distill_model_print_summary(m, stdout);
     fflush(stdout);

@@ -107,6 +107,10 @@ static const cli_cmd_opt PREDICT_OPTS[] = {
 
 static const cli_cmd_opt SUMMARY_OPTS[] = {
     {OPT_MODEL, "a model file or a zoo name (listed by `distill --help`)"},
+    {OPT_CHANNELS, "input channels of a zoo model (default 1)"},
+    {OPT_SIZE, "input size of a zoo model (default 28x28)"},
+    {OPT_CLASSES, NULL},
+    {OPT_WIDTH, NULL},
     END_OPTS};
 
 static const cli_cmd_opt EXPORT_OPTS[] = {
@@ -171,7 +175,9 @@ static const cli_command COMMANDS[] = {
      cli_cmd_predict},
     {"summary", "Print a model's layers, output shapes, parameters and multiply-adds.",
      "--model M|ZOO-NAME", NULL, SUMMARY_OPTS, 0,
-     "  distill summary --model resnet8", cli_cmd_summary},
+     "  distill summary --model resnet8\n"
+     "  distill summary --model resnet18 --classes 1000 --channels 3 --size 224x224",
+     cli_cmd_summary},
     {"export", "Convert a model: to ONNX for other runtimes, or from ONNX to a model file.",
      "--model M --out FILE", "Models ending in .onnx are read as ONNX by every command. "
      "Operators the model cannot express are refused with the ONNX node's name and the reason.",

@@ -110,6 +110,10 @@ static const opt_def OPTS[OPT_COUNT_] = {
     {OPT_WORKERS, "workers", ARG_INT, "N", 0, 64,
      "loader threads that decode, transform and normalize batches (default 1; batches are the "
      "same for every N)"},
+    {OPT_CLASSES, "classes", ARG_INT, "N", 2, 1 << 20, "classes of a zoo model (default 10)"},
+    {OPT_WIDTH, "width", ARG_INT, "PCT", 25, 400,
+     "channel widths of a zoo model in percent (mobilenet_v2: torchvision's width_mult; "
+     "default 100)"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -222,6 +226,8 @@ static int set_int(const cli_command *cmd, const opt_def *d, const char *v, cli_
              : d->id == OPT_CHANNELS ? &o->channels
              : d->id == OPT_RESIZE ? &o->resize
              : d->id == OPT_WORKERS ? &o->workers
+             : d->id == OPT_CLASSES ? &o->classes
+             : d->id == OPT_WIDTH ? &o->width_pct
                                      : &o->top;
     *dst = (int)x;
     return CLI_OK;

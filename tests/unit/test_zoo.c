@@ -114,7 +114,9 @@ static void test_names(void **state)
     (void)state;
     static const char *const expected[] = {"resnet8",  "resnet14", "resnet20",
                                            "resnet32", "resnet44", "resnet56",
-                                           "resnet110", "mobilenetv2", "cnn"};
+                                           "resnet110", "mobilenetv2", "cnn",
+                                           "resnet18", "resnet34", "resnet50",
+                                           "mobilenet_v2"};
     const char *const *names = distill_zoo_names();
     size_t n = 0;
     while (names[n])
@@ -123,7 +125,8 @@ static void test_names(void **state)
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(names[i], expected[i]);
         distill_model *m = zoo(names[i], NULL);
-        assert_string_equal(distill_model_output_name(m), "fc");
+        assert_string_equal(distill_model_output_name(m),
+                            strcmp(names[i], "mobilenet_v2") == 0 ? "classifier.1" : "fc");
         distill_model_free(m);
     }
     distill_model *m = (distill_model *)1;
@@ -267,7 +270,7 @@ static void test_width_and_shape_options(void **state)
     for (int i = 0; names[i]; i++) {
         m = zoo(names[i], &o);
         expect_node(m, "input", DISTILL_OP_INPUT, 3, 3, 9, 13);
-        expect_node(m, "fc", DISTILL_OP_LINEAR, 1, 100, 0, 0);
+        expect_node(m, distill_model_output_name(m), DISTILL_OP_LINEAR, 1, 100, 0, 0);
         distill_model_free(m);
     }
     o = zopts();
@@ -422,6 +425,187 @@ static void test_cnn(void **state)
     distill_model_free(m);
 }
 
+/* ------------------------------------------------ torchvision's models */
+
+/*
+ * Parameter (trainable: conv and linear weights, biases, BatchNorm scale
+ * and shift) and multiply-add (conv and linear) counts of
+ * torchvision.models.<name>(num_classes, width_mult) on a CxHxW input, as
+ * torchvision 0.14 gives them: sum(p.numel() for p in m.parameters()), and
+ * the conv/linear MACs summed by forward hooks.  The ImageNet figures
+ * (1000 classes, 3x224x224) are the ones torchvision documents.
+ */
+static const struct {
+    const char *name;
+    int width_pct, channels, h, w, classes;
+    int64_t params, macs;
+} tv_counts[] = {
+    {"resnet18", 100, 3, 224, 224, 1000, 11689512, 1814073344},
+    {"resnet34", 100, 3, 224, 224, 1000, 21797672, 3663761408},
+    {"resnet50", 100, 3, 224, 224, 1000, 25557032, 4089184256},
+    {"mobilenet_v2", 100, 3, 224, 224, 1000, 3504872, 300774272},
+    /* the RGB benchmarks' teacher and student (3x64x64, 10 classes) */
+    {"resnet18", 100, 3, 64, 64, 10, 11181642, 148050944},
+    {"mobilenet_v2", 100, 3, 64, 64, 10, 2236682, 24461312},
+    /* the smallest input, odd sizes, other class counts and widths */
+    {"resnet18", 100, 3, 32, 32, 10, 11181642, 37016576},
+    {"resnet50", 100, 3, 32, 32, 10, 23528522, 83431424},
+    {"mobilenet_v2", 100, 3, 32, 32, 10, 2236682, 6124928},
+    {"resnet18", 100, 3, 77, 77, 7, 11180103, 253650624},
+    {"mobilenet_v2", 50, 3, 64, 64, 10, 700490, 7837440},
+    {"mobilenet_v2", 35, 3, 64, 64, 10, 408938, 4747968},
+    {"mobilenet_v2", 140, 3, 64, 64, 10, 4333706, 47397824},
+};
+
+static void test_torchvision_counts(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof tv_counts / sizeof tv_counts[0]; i++) {
+        distill_zoo_options o = zopts();
+        o.width_mult_pct = tv_counts[i].width_pct;
+        o.in_channels = tv_counts[i].channels;
+        o.height = tv_counts[i].h;
+        o.width = tv_counts[i].w;
+        o.classes = tv_counts[i].classes;
+        distill_model *m = zoo(tv_counts[i].name, &o);
+        if (distill_model_num_params(m) != tv_counts[i].params ||
+            distill_model_macs(m) != tv_counts[i].macs)
+            fail_msg("%s (width %d%%, %dx%dx%d, %d classes): %lld parameters, %lld MACs; "
+                     "torchvision has %lld and %lld",
+                     tv_counts[i].name, tv_counts[i].width_pct, tv_counts[i].channels,
+                     tv_counts[i].h, tv_counts[i].w, tv_counts[i].classes,
+                     (long long)distill_model_num_params(m), (long long)distill_model_macs(m),
+                     (long long)tv_counts[i].params, (long long)tv_counts[i].macs);
+        distill_model_free(m);
+    }
+}
+
+static void expect_param(distill_model *m, const char *name, int rank, int64_t d0, int64_t d1,
+                         int64_t d2, int64_t d3)
+{
+    distill_param_info p;
+    if (distill_model_find_param(m, name, &p) != DISTILL_OK)
+        fail_msg("parameter '%s' missing", name);
+    const int64_t d[4] = {d0, d1, d2, d3};
+    assert_int_equal(p.rank, rank);
+    for (int k = 0; k < rank; k++)
+        if (p.dims[k] != d[k])
+            fail_msg("parameter '%s' dim %d is %lld, expected %lld", name, k,
+                     (long long)p.dims[k], (long long)d[k]);
+}
+
+static void expect_conv(distill_model *m, const char *name, int k, int stride, int pad, int groups)
+{
+    distill_node_info info;
+    if (distill_model_find_node(m, name, &info) != DISTILL_OK || info.op != DISTILL_OP_CONV2D)
+        fail_msg("'%s' is not a conv2d", name);
+    if (info.kernel_h != k || info.kernel_w != k || info.stride_h != stride ||
+        info.stride_w != stride || info.pad_h != pad || info.pad_w != pad ||
+        info.groups != groups || info.bias)
+        fail_msg("'%s': kernel %d stride %d pad %d groups %d bias %d; expected %d %d %d %d 0",
+                 name, info.kernel_h, info.stride_h, info.pad_h, info.groups, info.bias, k,
+                 stride, pad, groups);
+}
+
+/* torchvision's module names, layouts, strides (v1.5: on the 3x3 conv) and
+ * shapes at 3x224x224. */
+static void test_torchvision_structure(void **state)
+{
+    (void)state;
+    distill_zoo_options o = zopts();
+    o.in_channels = 3;
+    o.height = o.width = 224;
+    o.classes = 1000;
+    distill_model *m = zoo("resnet18", &o);
+    expect_conv(m, "conv1", 7, 2, 3, 1);
+    expect_node(m, "conv1", DISTILL_OP_CONV2D, 3, 64, 112, 112);
+    distill_node_info info;
+    assert_int_equal(distill_model_find_node(m, "maxpool", &info), DISTILL_OK);
+    assert_int_equal(info.op, DISTILL_OP_MAXPOOL);
+    assert_int_equal(info.kernel_h, 3);
+    assert_int_equal(info.stride_h, 2);
+    assert_int_equal(info.pad_h, 1);
+    expect_node(m, "maxpool", DISTILL_OP_MAXPOOL, 3, 64, 56, 56);
+    expect_param(m, "conv1.weight", 4, 64, 3, 7, 7);
+    expect_param(m, "bn1.running_var", 1, 64, 0, 0, 0);
+    expect_param(m, "layer1.0.conv1.weight", 4, 64, 64, 3, 3);
+    expect_no_node(m, "layer1.0.downsample.0");
+    expect_conv(m, "layer2.0.conv1", 3, 2, 1, 1);
+    expect_conv(m, "layer2.0.downsample.0", 1, 2, 0, 1);
+    expect_param(m, "layer2.0.downsample.0.weight", 4, 128, 64, 1, 1);
+    expect_param(m, "layer2.0.downsample.1.weight", 1, 128, 0, 0, 0);
+    expect_no_node(m, "layer2.1.downsample.0");
+    expect_node(m, "layer1", DISTILL_OP_RELU, 3, 64, 56, 56);
+    expect_node(m, "layer2", DISTILL_OP_RELU, 3, 128, 28, 28);
+    expect_node(m, "layer3", DISTILL_OP_RELU, 3, 256, 14, 14);
+    expect_node(m, "layer4", DISTILL_OP_RELU, 3, 512, 7, 7);
+    expect_param(m, "fc.weight", 2, 1000, 512, 0, 0);
+    expect_param(m, "fc.bias", 1, 1000, 0, 0, 0);
+    expect_no_node(m, "dropout");
+    distill_model_free(m);
+
+    m = zoo("resnet50", &o);
+    expect_conv(m, "layer1.0.conv1", 1, 1, 0, 1);
+    expect_param(m, "layer1.0.conv1.weight", 4, 64, 64, 1, 1);
+    expect_param(m, "layer1.0.conv3.weight", 4, 256, 64, 1, 1);
+    expect_param(m, "layer1.0.downsample.0.weight", 4, 256, 64, 1, 1);
+    expect_conv(m, "layer1.0.downsample.0", 1, 1, 0, 1);
+    expect_conv(m, "layer2.0.conv1", 1, 1, 0, 1); /* v1.5: stride on the 3x3 */
+    expect_conv(m, "layer2.0.conv2", 3, 2, 1, 1);
+    expect_param(m, "layer2.0.conv1.weight", 4, 128, 256, 1, 1);
+    expect_param(m, "layer4.2.conv3.weight", 4, 2048, 512, 1, 1);
+    expect_no_node(m, "layer4.2.downsample.0");
+    expect_node(m, "layer4", DISTILL_OP_RELU, 3, 2048, 7, 7);
+    expect_param(m, "fc.weight", 2, 1000, 2048, 0, 0);
+    distill_model_free(m);
+
+    m = zoo("mobilenet_v2", &o);
+    expect_conv(m, "features.0.0", 3, 2, 1, 1);
+    expect_param(m, "features.0.0.weight", 4, 32, 3, 3, 3);
+    expect_node(m, "features.0.2", DISTILL_OP_RELU6, 3, 32, 112, 112);
+    /* expansion 1: depthwise "conv.0", projection "conv.1" + BN "conv.2" */
+    expect_conv(m, "features.1.conv.0.0", 3, 1, 1, 32);
+    expect_param(m, "features.1.conv.0.0.weight", 4, 32, 1, 3, 3);
+    expect_param(m, "features.1.conv.1.weight", 4, 16, 32, 1, 1);
+    expect_param(m, "features.1.conv.2.running_mean", 1, 16, 0, 0, 0);
+    /* expansion 6: "conv.0" expand, "conv.1" depthwise, "conv.2" + "conv.3" */
+    expect_param(m, "features.2.conv.0.0.weight", 4, 96, 16, 1, 1);
+    expect_conv(m, "features.2.conv.1.0", 3, 2, 1, 96);
+    expect_param(m, "features.2.conv.2.weight", 4, 24, 96, 1, 1);
+    expect_param(m, "features.2.conv.3.bias", 1, 24, 0, 0, 0);
+    expect_node(m, "features.3", DISTILL_OP_ADD, 3, 24, 56, 56);
+    expect_no_node(m, "features.2");
+    expect_node(m, "features.17.conv.3", DISTILL_OP_BATCHNORM, 3, 320, 7, 7);
+    expect_param(m, "features.18.0.weight", 4, 1280, 320, 1, 1);
+    expect_node(m, "features.18.2", DISTILL_OP_RELU6, 3, 1280, 7, 7);
+    assert_int_equal(distill_model_find_node(m, "classifier.0", &info), DISTILL_OK);
+    assert_int_equal(info.op, DISTILL_OP_DROPOUT);
+    assert_float_equal(info.alpha, 0.2, 1e-7);
+    expect_param(m, "classifier.1.weight", 2, 1000, 1280, 0, 0);
+    expect_no_node(m, "features.19");
+    distill_model_free(m);
+
+    /* widths follow _make_divisible(c * width_mult, 8); the head never
+     * narrows below 1280 */
+    o.width_mult_pct = 35;
+    m = zoo("mobilenet_v2", &o);
+    expect_param(m, "features.0.0.weight", 4, 16, 3, 3, 3);   /* 11.2 -> 16 */
+    expect_param(m, "features.1.conv.1.weight", 4, 8, 16, 1, 1); /* 5.6 -> 8 */
+    expect_param(m, "features.17.conv.2.weight", 4, 112, 336, 1, 1);
+    expect_param(m, "classifier.1.weight", 2, 1000, 1280, 0, 0);
+    distill_model_free(m);
+    o.width_mult_pct = 140;
+    m = zoo("mobilenet_v2", &o);
+    expect_param(m, "features.18.0.weight", 4, 1792, 448, 1, 1);
+    distill_model_free(m);
+
+    /* the ResNets have torchvision's fixed widths */
+    o.width_mult_pct = 50;
+    assert_int_equal(distill_zoo_create(&m, "resnet18", &o), DISTILL_EINVAL);
+    assert_null(m);
+    assert_non_null(strstr(distill_last_error(), "resnet18"));
+}
+
 /* Every zoo model runs forward at batch 2 in both modes, finite (2, 10). */
 static void test_forward(void **state)
 {
@@ -510,6 +694,8 @@ int main(void)
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_mobilenetv2),
         cmocka_unit_test(test_cnn),
+        cmocka_unit_test(test_torchvision_counts),
+        cmocka_unit_test(test_torchvision_structure),
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_inference_microbatches),
     };
