@@ -5,10 +5,14 @@
  *
  * usage: distill-bench [CASE...]   (no argument: every case that is not e2e)
  * cases: kd_step kd_step_cached teacher_infer student_latency_bs1 teacher_train_step
+ *        kd_step_rgb64 student_train_step_rgb64 teacher_infer_rgb64
+ *        student_latency_bs1_rgb64   (torchvision's ResNet-18 -> MobileNetV2, 3x64x64)
  *        e2e_teacher e2e_student_ce e2e_student_kd e2e_student_ce_6k
  *        e2e_student_kd_unlabelled
+ *        model_infer                 (MODEL, a .dstl or .onnx file; BATCH; not run by default)
  * env:   THREADS (2), STEPS (50), EPOCHS (3), SEED (0),
- *        FASHION_MNIST_DIR (/usr/share/datasets/fashion-mnist), OUT_DIR (/tmp)
+ *        FASHION_MNIST_DIR (/usr/share/datasets/fashion-mnist), OUT_DIR (/tmp),
+ *        MODEL and BATCH (1) for model_infer
  * Progress goes to stderr only.
  */
 #include <math.h>
@@ -21,6 +25,7 @@
 #include <distill.h>
 #include <distill/data.h>
 #include <distill/loss.h>
+#include <distill/onnx.h>
 #include <distill/optim.h>
 #include <distill/trainer.h>
 
@@ -102,13 +107,14 @@ static distill_tensor *batch_tensor(int64_t n)
     return t;
 }
 
-static distill_trainer *make_trainer(distill_model *student, distill_teacher *teacher, double lr)
+static distill_trainer *make_trainer_batch(distill_model *student, distill_teacher *teacher,
+                                          double lr, int batch)
 {
     distill_trainer_options o;
     distill_trainer_options_init(&o, DISTILL_TRAINER_OPTIONS_VERSION);
     o.lr = lr;
     o.schedule = DISTILL_SCHEDULE_CONSTANT;
-    o.batch_size = BATCH;
+    o.batch_size = batch;
     distill_trainer *tr;
     CHECK(distill_trainer_create(&tr, student, teacher, &o));
     distill_loss *l;
@@ -118,6 +124,11 @@ static distill_trainer *make_trainer(distill_model *student, distill_teacher *te
         CHECK(distill_loss_cross_entropy(&l, 0.0f));
     CHECK(distill_trainer_add_loss(tr, l, 1.0f));
     return tr;
+}
+
+static distill_trainer *make_trainer(distill_model *student, distill_teacher *teacher, double lr)
+{
+    return make_trainer_batch(student, teacher, lr, BATCH);
 }
 
 /* Time `g_steps` trainer steps after 5 warm-up steps. */
@@ -299,6 +310,220 @@ static void case_student_latency_bs1(void)
     distill_dataset_free(d);
 }
 
+/* ------------------------------------------------------ RGB 3x64x64 */
+
+/* torchvision's ResNet-18 teacher and MobileNetV2 student at 3x64x64 for 10
+ * classes, batch 64, on a fixed random batch (the models are timed, not
+ * the data), as the peer's *_rgb64 cases: 2 warm-up steps, then STEPS. */
+#define RGB_BATCH 64
+#define RGB_SIZE 64
+
+static distill_model *rgb_model(const char *name)
+{
+    distill_zoo_options o;
+    distill_zoo_options_init(&o, DISTILL_ZOO_OPTIONS_VERSION);
+    o.in_channels = 3;
+    o.height = o.width = RGB_SIZE;
+    o.classes = 10;
+    o.init = DISTILL_INIT_KAIMING_NORMAL; /* torchvision's conv init */
+    o.seed = g_seed;
+    distill_model *m;
+    CHECK(distill_zoo_create(&m, name, &o));
+    return m;
+}
+
+/* Fill t with N(0, 1) values from a fixed xorshift generator (Box-Muller). */
+static void fill_normal(distill_tensor *t, uint64_t seed)
+{
+    uint64_t st = seed * 0x9E3779B97F4A7C15ull + 1;
+    float *p = distill_tensor_data(t);
+    int64_t n = distill_tensor_numel(t);
+    for (int64_t i = 0; i < n; i += 2) {
+        double u[2];
+        for (int k = 0; k < 2; k++) {
+            st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+            u[k] = ((double)(st >> 11) + 0.5) / 9007199254740992.0;
+        }
+        double r = sqrt(-2.0 * log(u[0])), a = 6.283185307179586 * u[1];
+        p[i] = (float)(r * cos(a));
+        if (i + 1 < n)
+            p[i + 1] = (float)(r * sin(a));
+    }
+}
+
+static distill_tensor *rgb_batch(int64_t n, int32_t *labels)
+{
+    int64_t d[4] = {n, 3, RGB_SIZE, RGB_SIZE};
+    distill_tensor *t;
+    CHECK(distill_tensor_create(&t, 4, d));
+    fill_normal(t, g_seed + 1);
+    for (int64_t i = 0; labels && i < n; i++)
+        labels[i] = (int32_t)((i * 7 + 3) % 10);
+    return t;
+}
+
+/* Time STEPS trainer steps on one fixed batch after 2 warm-up steps. */
+static double time_rgb_steps(distill_trainer *tr)
+{
+    int32_t y[RGB_BATCH];
+    distill_tensor *x = rgb_batch(RGB_BATCH, y);
+    double t0 = 0;
+    for (int i = 0; i < 2 + g_steps; i++) {
+        if (i == 2)
+            t0 = now();
+        CHECK(distill_trainer_step(tr, x, y, NULL));
+    }
+    double dt = now() - t0;
+    distill_tensor_free(x);
+    return dt;
+}
+
+static void case_kd_step_rgb64(void)
+{
+    distill_model *t = rgb_model("resnet18"), *s = rgb_model("mobilenet_v2");
+    distill_teacher *te;
+    CHECK(distill_teacher_from_model(&te, t));
+    distill_trainer *tr = make_trainer_batch(s, te, 0.05, RGB_BATCH);
+    double ips = g_steps * RGB_BATCH / time_rgb_steps(tr);
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * (double)(distill_model_macs(t) + 3 * distill_model_macs(s)) / 1e9);
+    emit("kd_step_rgb64", ips, "images/s", RGB_BATCH, extra);
+    distill_trainer_free(tr);
+    distill_teacher_free(te);
+    distill_model_free(t);
+    distill_model_free(s);
+}
+
+static void case_student_train_step_rgb64(void)
+{
+    distill_model *s = rgb_model("mobilenet_v2");
+    distill_trainer *tr = make_trainer_batch(s, NULL, 0.05, RGB_BATCH);
+    double ips = g_steps * RGB_BATCH / time_rgb_steps(tr);
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * 3.0 * (double)distill_model_macs(s) / 1e9);
+    emit("student_train_step_rgb64", ips, "images/s", RGB_BATCH, extra);
+    distill_trainer_free(tr);
+    distill_model_free(s);
+}
+
+static void case_teacher_infer_rgb64(void)
+{
+    distill_model *t = rgb_model("resnet18");
+    distill_tensor *x = rgb_batch(RGB_BATCH, NULL), *y;
+    int64_t yd[2] = {RGB_BATCH, 10};
+    CHECK(distill_tensor_create(&y, 2, yd));
+    double t0 = 0;
+    for (int i = 0; i < 2 + g_steps; i++) {
+        if (i == 2)
+            t0 = now();
+        CHECK(distill_model_forward(t, x, DISTILL_MODE_INFERENCE, y));
+    }
+    double ips = g_steps * RGB_BATCH / (now() - t0);
+    char extra[128];
+    snprintf(extra, sizeof extra, "\"gflops\": %.1f",
+             ips * 2.0 * (double)distill_model_macs(t) / 1e9);
+    emit("teacher_infer_rgb64", ips, "images/s", RGB_BATCH, extra);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(t);
+}
+
+static int cmp_double(const void *a, const void *b);
+static long env_long(const char *name, long dflt);
+
+/* Median of `n` timed forwards of model m on x (after `warm` untimed ones);
+ * *total receives the summed time. */
+static double median_forward(distill_model *m, const distill_tensor *x, distill_tensor *y,
+                             int warm, int n, double *total)
+{
+    double *lat = malloc((size_t)n * sizeof *lat), sum = 0;
+    if (!lat)
+        exit(1);
+    for (int i = 0; i < warm + n; i++) {
+        double t0 = now();
+        CHECK(distill_model_forward(m, x, DISTILL_MODE_INFERENCE, y));
+        if (i >= warm)
+            sum += lat[i - warm] = now() - t0;
+    }
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    double med = lat[n / 2];
+    free(lat);
+    if (total)
+        *total = sum;
+    return med;
+}
+
+static void case_student_latency_bs1_rgb64(void)
+{
+    distill_model *s = rgb_model("mobilenet_v2");
+    distill_tensor *x = rgb_batch(1, NULL), *y;
+    int64_t yd[2] = {1, 10};
+    CHECK(distill_tensor_create(&y, 2, yd));
+    double med = median_forward(s, x, y, 20, 10 * g_steps, NULL);
+    emit("student_latency_bs1_rgb64", med * 1e6, "us", 1, NULL);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(s);
+}
+
+/* ------------------------------------------------------- model_infer */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Inference of the model file MODEL (.onnx: imported; else a libdistill
+ * model file) at batch BATCH on a fixed random input of the model's input
+ * shape: 5 warm-up runs, then STEPS timed ones (10 * STEPS at batch 1).
+ * value = images/s over the timed runs; "median_us" = the median run. */
+static void case_model_infer(void)
+{
+    const char *path = getenv("MODEL");
+    long batch = env_long("BATCH", 1);
+    if (!path || !*path || batch < 1 || batch > (1 << 20)) {
+        fprintf(stderr, "distill-bench: model_infer needs MODEL (a .dstl or .onnx file) and "
+                        "BATCH >= 1\n");
+        exit(2);
+    }
+    distill_model *m;
+    if (ends_with(path, ".onnx"))
+        CHECK(distill_model_import_onnx(&m, path));
+    else
+        CHECK(distill_model_load(&m, path));
+    distill_node_info in, out;
+    CHECK(distill_model_node(m, 0, &in));
+    CHECK(distill_model_find_node(m, distill_model_output_name(m), &out));
+    int64_t xd[4] = {batch}, yd[4] = {batch};
+    memcpy(xd + 1, in.dims, (size_t)in.rank * sizeof *xd);
+    memcpy(yd + 1, out.dims, (size_t)out.rank * sizeof *yd);
+    distill_tensor *x, *y;
+    CHECK(distill_tensor_create(&x, in.rank + 1, xd));
+    CHECK(distill_tensor_create(&y, out.rank + 1, yd));
+    fill_normal(x, g_seed + 1);
+    double total;
+    int n = batch == 1 ? 10 * g_steps : g_steps;
+    double med = median_forward(m, x, y, 5, n, &total);
+    double ips = (double)n * (double)batch / total;
+    char extra[1200], name[1024];
+    size_t k = 0;
+    for (const char *c = path; *c && k < sizeof name - 2; c++) {
+        if (*c == '"' || *c == '\\')
+            name[k++] = '\\';
+        name[k++] = (*c >= 0 && *c < 0x20) ? '?' : *c;
+    }
+    name[k] = 0;
+    snprintf(extra, sizeof extra, "\"median_us\": %.1f, \"gflops\": %.1f, \"model\": \"%s\"",
+             med * 1e6, ips * 2.0 * (double)distill_model_macs(m) / 1e9, name);
+    emit("model_infer", ips, "images/s", (int)batch, extra);
+    distill_tensor_free(x);
+    distill_tensor_free(y);
+    distill_model_free(m);
+}
+
 /* ---------------------------------------------------------------- e2e */
 
 static int progress(const distill_progress *p, void *payload)
@@ -415,13 +640,18 @@ static void e2e_student_kd_unlabelled(void)
 static const struct {
     const char *name;
     void (*fn)(void);
-    int e2e;
+    int e2e; /* 1: an e2e case, 2: needs MODEL; neither runs without arguments */
 } cases[] = {
     {"kd_step", case_kd_step, 0},
     {"kd_step_cached", case_kd_step_cached, 0},
     {"teacher_infer", case_teacher_infer, 0},
     {"student_latency_bs1", case_student_latency_bs1, 0},
     {"teacher_train_step", case_teacher_train_step, 0},
+    {"kd_step_rgb64", case_kd_step_rgb64, 0},
+    {"student_train_step_rgb64", case_student_train_step_rgb64, 0},
+    {"teacher_infer_rgb64", case_teacher_infer_rgb64, 0},
+    {"student_latency_bs1_rgb64", case_student_latency_bs1_rgb64, 0},
+    {"model_infer", case_model_infer, 2},
     {"e2e_teacher", case_e2e_teacher, 1},
     {"e2e_student_ce", e2e_student_ce, 1},
     {"e2e_student_kd", e2e_student_kd, 1},
