@@ -152,6 +152,11 @@ done
 # ------------------------------------------------------------ no data needed
 
 expect_ok "summary --model resnet8" 'fc' summary --model resnet8
+expect_ok "summary of torchvision's ResNet-18 at 224x224" \
+    ' 11689512 parameters .* 1814073344 mult-adds per image' \
+    summary --model resnet18 --classes 1000 --channels 3 --size 224x224
+expect_ok "summary of mobilenet_v2 --width 50" ' 700490 parameters .* 7837440 mult-adds' \
+    summary --model mobilenet_v2 --classes 10 --channels 3 --size 64x64 --width 50
 expect_ok "predict a PNG" "rect\\.png: [0-9]+ \\(0\\.[0-9]{4}\\)" \
     predict --model resnet8 --threads 2 "$png"
 expect_ok "predict --top 3" "rect\\.png: [0-9]+ \\([0-9.]+\\), [0-9]+ \\([0-9.]+\\), [0-9]+ " \
@@ -173,6 +178,9 @@ expect_error "missing model file" 1 'nosuch\.dstl: no such file' \
 expect_error "corrupt model file" 1 'corrupt\.dstl' \
     eval --model "$scratch/corrupt.dstl" --data "$idx10"
 expect_error "unknown zoo model" 1 'no such file or zoo model' summary --model resnet9000
+expect_error "resnet18 --width" 1 'resnet18.*width_mult_pct = 50 must be 100' \
+    summary --model resnet18 --width 50
+expect_error "summary --classes 1" 2 "'1'" summary --model resnet8 --classes 1
 expect_error "bad data spec (folder)" 2 'no-such-folder' \
     eval --model resnet8 --data "$scratch/no-such-folder"
 expect_error "bad data spec (idx)" 2 'idx:' eval --model resnet8 --data idx:
