@@ -8,7 +8,7 @@ packages=(
     libdnnl-dev
     ocl-icd-opencl-dev opencl-c-headers  # oneDNN's CMake package requires OpenCL's
     libpng-dev zlib1g-dev
-    libjpeg62-turbo-dev                  # examples/fashion_photos.c (JPEG writer)
+    libjpeg62-turbo-dev                  # JPEG folders (libjpeg API) and examples/fashion_photos.c
     libcmocka-dev
     dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*.gz
     abigail-tools                        # abidw, abidiff: tests/abi/abicheck.sh

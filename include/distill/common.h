@@ -135,6 +135,10 @@ typedef struct distill_allocator {
  * from the C library's malloc whatever is installed.  The activation
  * arenas and scratchpads the library hands to oneDNN, which hold most of
  * the memory of a forward or backward pass, do come from the hook.
+ * Neither can libjpeg's (JPEG images): its working memory while a file is
+ * decoded (a few rows, or a progressive file's coefficients, bounded by the
+ * size checks of distill_dataset_from_folder) comes from malloc; the
+ * decoded pixels come from the hook.
  *
  * With a host allocator each block carries a 16-byte header (64 bytes for
  * 64-byte aligned compute buffers) that records its size, so that growing

@@ -4,14 +4,14 @@
  * A distill_dataset is N samples of one fixed per-sample shape (C, H, W),
  * read as float32 values in [0, 1], and, when labelled, one int32 label per
  * sample in [0, classes).  Datasets come from IDX files (MNIST /
- * Fashion-MNIST), from folders of PNG images (one sub-folder per class), or
- * from the host's own arrays.  Files are kept as bytes (value = byte / 255,
- * a quarter of the memory of floats) and converted per batch; a folder
- * whose bytes exceed a memory budget is streamed: only the file list stays
- * in memory and loaders decode the files every epoch.  Mean/std
- * normalization and the transforms are not applied to the stored values:
- * the loader applies them when it builds a batch, so one dataset can feed
- * loaders with different settings.
+ * Fashion-MNIST), from PNG and JPEG images (a folder with one sub-folder
+ * per class, or a list file of paths and labels), or from the host's own
+ * arrays.  Files are kept as bytes (value = byte / 255, a quarter of the
+ * memory of floats) and converted per batch; a folder whose bytes exceed a
+ * memory budget is streamed: only the file list stays in memory and loaders
+ * decode the files every epoch.  Mean/std normalization and the transforms
+ * are not applied to the stored values: the loader applies them when it
+ * builds a batch, so one dataset can feed loaders with different settings.
  *
  *     distill_dataset *train, *val, *all;
  *     distill_dataset_fashion_mnist(&all, NULL, 1);          // 60000 images
@@ -100,7 +100,7 @@ DISTILL_API int distill_dataset_from_idx(distill_dataset **out, const char *imag
  */
 DISTILL_API int distill_dataset_fashion_mnist(distill_dataset **out, const char *dir, int train);
 
-/* -------------------------------------------------------- PNG folders */
+/* ------------------------------------------------ PNG and JPEG images */
 
 /** How a folder image is brought to the requested height and width. */
 typedef enum distill_resize {
@@ -118,7 +118,7 @@ typedef struct distill_folder_options {
     int channels;         /**< 1 (gray) or 3 (RGB); 3 */
     int height, width;    /**< sample size; 0, 0 = the size of the first image read */
     int resize;           /**< distill_resize; DISTILL_RESIZE_BILINEAR */
-    int skip_bad;         /**< nonzero: skip PNG files that cannot be read or decoded
+    int skip_bad;         /**< nonzero: skip image files that cannot be read or decoded
                                (counted, see distill_dataset_skipped) instead of failing; 0 */
     /** Memory budget of the decoded samples, in bytes (n x C x H x W, one
      *  byte each).  A folder whose samples would need more is not decoded
@@ -126,39 +126,77 @@ typedef struct distill_folder_options {
      *  decode the files on their worker threads every epoch (streaming).
      *  0 = DISTILL_FOLDER_MEMORY_DEFAULT; -1 = no limit (always in memory). */
     int64_t memory_limit;
+    /** Called during the load, from the calling thread: while the files are
+     *  listed (stage DISTILL_FOLDER_SCAN; done = image files found so far,
+     *  total = 0), then once before the first file is decoded and after each
+     *  one (DISTILL_FOLDER_DECODE; done of total files; a streamed dataset
+     *  decodes only the first one at load, unless skip_bad).  A nonzero
+     *  return stops the load with DISTILL_ECANCELLED.  NULL = no calls; NULL */
+    int (*progress)(int stage, int64_t done, int64_t total, void *payload);
+    void *progress_payload; /**< passed back to progress as its last argument; NULL */
 } distill_folder_options;
 
 /** The default memory budget of a folder's decoded samples: 4 GiB. */
 #define DISTILL_FOLDER_MEMORY_DEFAULT ((int64_t)4 << 30)
 
-#define DISTILL_FOLDER_OPTIONS_INIT {DISTILL_FOLDER_OPTIONS_VERSION, 3, 0, 0, 0, 0, 0}
+/** The `stage` argument of distill_folder_options.progress. */
+typedef enum distill_folder_stage {
+    DISTILL_FOLDER_SCAN = 0,  /**< listing folders, or reading the list file */
+    DISTILL_FOLDER_DECODE = 1 /**< reading and decoding the image files */
+} distill_folder_stage;
+
+#define DISTILL_FOLDER_OPTIONS_INIT \
+    {DISTILL_FOLDER_OPTIONS_VERSION, 3, 0, 0, 0, 0, 0, NULL, NULL}
 
 /** Fill *opts with DISTILL_FOLDER_OPTIONS_INIT.  DISTILL_EVERSION for an unknown version. */
 DISTILL_API int distill_folder_options_init(distill_folder_options *opts, unsigned int version);
 
 /**
- * Load root/<class>/<image>.png.  Every sub-folder of root is a class;
- * classes are numbered in strcmp() order of their names, and images within
- * a class are read in strcmp() order of their file names, so the order of
- * samples and the labels are the same on every machine.
+ * Load root/<class>/<image>, PNG and JPEG files.  Every sub-folder of root
+ * is a class; classes are numbered in strcmp() order of their names (as
+ * torchvision's ImageFolder numbers them), and images within a class are
+ * read in strcmp() order of their file names, so the order of samples and
+ * the labels are the same on every machine.
  *
- * Every PNG colour type and bit depth is read (gray, gray + alpha, RGB,
- * RGBA, palette, 1..16 bits, interlaced or not).  Alpha is dropped (not
- * composited), no gamma or colour-space conversion is made; RGB becomes
- * gray as 0.299 R + 0.587 G + 0.114 B, gray becomes RGB by replication.
+ * Which entries are images is decided by the name: regular files ending in
+ * .png, .jpg, .jpeg, .jpe or .jfif, in any case (x.PNG, y.Jpg).  How a file
+ * is decoded is decided by its first bytes, not its name: the PNG signature
+ * or the JPEG start-of-image marker (FF D8 FF), so a JPEG named .png loads
+ * as a JPEG.  Anything else is a bad file.
  *
- * Skipped, and counted as "not PNG" by distill_dataset_skipped(): entries
- * of root that are not folders, and entries of a class folder that are not
- * regular files named *.png (any case), hidden files included.  A class
- * folder with no image is kept as a class (its number stays the same) with
- * no samples; distill_dataset_class_size() reports 0 for it.
+ * PNG (libpng): every colour type and bit depth is read (gray, gray +
+ * alpha, RGB, RGBA, palette, 1..16 bits, interlaced or not).  Alpha is
+ * dropped (not composited), no gamma or colour-space conversion is made.
  *
- * A *.png file that cannot be read or is not a valid PNG (or, with
- * DISTILL_RESIZE_NONE, has the wrong size) fails the whole load with a
- * message naming the file, unless opts->skip_bad is set: then it is skipped
- * and counted as "bad".  Files over 256 MiB, images over 16384 pixels on a
- * side, and headers claiming more pixels than the file's compressed data
- * can hold count as bad PNGs, refused before their pixels are allocated.
+ * JPEG (libjpeg-turbo, libjpeg API): baseline, extended and progressive,
+ * Huffman or arithmetic coded, gray (1 component) or colour (YCbCr or
+ * RGB, 3 components), with libjpeg's integer IDCT and fancy upsampling, so
+ * the pixels are the same on every machine.  CMYK and YCCK files are
+ * refused as bad files ("CMYK colour space is not supported"), not
+ * converted.  The EXIF orientation (APP1 Exif, tag 0x0112) is applied: the
+ * image is rotated or mirrored to be shown upright, so a portrait photo
+ * with orientation 6 loads as a tall image.  A file that libjpeg can only
+ * decode with a warning (truncated, corrupt entropy-coded data) is a bad
+ * file; stray bytes between markers are accepted.
+ *
+ * Both: RGB becomes gray as 0.299 R + 0.587 G + 0.114 B, gray becomes RGB
+ * by replication.
+ *
+ * Skipped, and counted as "not an image" (distill_dataset_skipped's
+ * not_png): entries of root that are not folders, and entries of a class
+ * folder that are not regular files with an image extension, hidden files
+ * included.  A class folder with no image is kept as a class (its number
+ * stays the same) with no samples; distill_dataset_class_size() reports 0
+ * for it.  A root with a single class folder loads (one class).
+ *
+ * An image file that cannot be read, is empty, is neither PNG nor JPEG or
+ * is not a valid one (or, with DISTILL_RESIZE_NONE, has the wrong size)
+ * fails the whole load with a message naming the file, unless
+ * opts->skip_bad is set: then it is skipped and counted as "bad".  Files
+ * over 256 MiB, images over 16384 pixels on a side, and headers claiming
+ * more pixels than the file's compressed data can hold (PNG: 1032 bytes
+ * per byte of file; JPEG: 2048 pixels per byte) count as bad files,
+ * refused before their pixels are allocated.
  * Samples are kept as bytes, C x H x W each: the decoded, converted and
  * resized image rounded to the nearest multiple of 1/255 (16-bit PNGs lose
  * their low bits).  When they would take more than opts->memory_limit
@@ -170,13 +208,51 @@ DISTILL_API int distill_folder_options_init(distill_folder_options *opts, unsign
  * distill_loader_next() or distill_dataset_get() fail with its name; with
  * skip_bad, every file is decoded once at load to find the bad ones.
  * opts NULL means DISTILL_FOLDER_OPTIONS_INIT.
- * Errors: DISTILL_ENOTFOUND (root missing or not a folder), DISTILL_EIO,
- * DISTILL_EFORMAT (a bad PNG; no class folder; no image at all),
- * DISTILL_EINVAL, DISTILL_EVERSION, DISTILL_ENOMEM.
+ * Errors: DISTILL_ENOTFOUND (root missing or not a folder), DISTILL_EIO (a
+ * file that cannot be read), DISTILL_EFORMAT (a bad image; no class
+ * folder; no image at all), DISTILL_ECANCELLED (opts->progress asked to
+ * stop), DISTILL_EINVAL, DISTILL_EVERSION, DISTILL_ENOMEM.
  * *out belongs to the caller.
  */
 DISTILL_API int distill_dataset_from_folder(distill_dataset **out, const char *root,
                                             const distill_folder_options *opts);
+
+/**
+ * Load the images named by the list file at `list`, one image per line:
+ *
+ *     path,label          # CSV: split at the last comma
+ *     path label          # or: split at the last run of spaces or tabs
+ *
+ * The first line that is not blank or a comment decides which of the two
+ * the whole file is: CSV if it holds a comma.  A CSV file may start with
+ * the header line "path,label" (any case), which is skipped.  Blank lines
+ * and lines whose first non-blank character is '#' are ignored anywhere;
+ * spaces and tabs around a field, a final '\r' (CRLF files) and one pair of
+ * double quotes around a field are removed (there is no other quoting: a
+ * path may hold spaces, and in a CSV file commas, since the split is at the
+ * last separator).  A relative path is taken from the folder that holds
+ * the list file; an absolute path as it is.
+ *
+ * Labels: when every label is a decimal number below 1,000,000 they are
+ * the class numbers as given, and the classes are one more than the
+ * largest (no class names).  Otherwise every label is a class name
+ * ("3" too), and the classes are the distinct names numbered in strcmp()
+ * order (distill_dataset_class_name gives them back).  Samples are in the
+ * order of the lines.  Images are decoded as distill_dataset_from_folder()
+ * decodes them, with the same options.
+ *
+ * A line naming an image that does not exist (or is not a regular file)
+ * fails the load with DISTILL_ENOTFOUND, naming the list, the line and the
+ * image; with opts->skip_bad it is skipped and counted as "bad", like a
+ * file that cannot be decoded.  distill_dataset_skipped's not_png is 0.
+ * Errors: DISTILL_ENOTFOUND (no list file; a missing image), DISTILL_EIO,
+ * DISTILL_EFORMAT (a line without a label or a path, a NUL byte, no
+ * entries, a bad image, no readable image), DISTILL_ECANCELLED,
+ * DISTILL_EINVAL, DISTILL_EVERSION, DISTILL_ENOMEM.  *out belongs to the
+ * caller; the list file is only read.
+ */
+DISTILL_API int distill_dataset_from_list(distill_dataset **out, const char *list,
+                                          const distill_folder_options *opts);
 
 /* ------------------------------------------------------ host memory */
 
@@ -274,9 +350,10 @@ DISTILL_API const char *distill_dataset_class_name(const distill_dataset *ds, in
 DISTILL_API int64_t distill_dataset_class_size(const distill_dataset *ds, int k);
 
 /**
- * Files the folder load that made ds's store skipped: *not_png (entries
- * that are not PNG files in class folders, or not folders in root) and
- * *bad (unreadable or corrupt PNG files, with skip_bad).  Either pointer may
+ * Files the folder or list load that made ds's store skipped: *not_png
+ * (entries that are not image files in class folders, or not folders in
+ * root) and *bad (with skip_bad: unreadable, missing or corrupt image
+ * files, or of the wrong size with DISTILL_RESIZE_NONE).  Either pointer may
  * be NULL.  Returns the sum; 0 for other sources.  Views report their
  * store's load.
  */

@@ -182,7 +182,8 @@ typedef enum cli_data_kind {
     CLI_DATA_FASHION_MNIST = 0,
     CLI_DATA_IDX = 1,
     CLI_DATA_FOLDER = 2,
-    CLI_DATA_NONE = 3 /* "--val none" */
+    CLI_DATA_NONE = 3, /* "--val none" */
+    CLI_DATA_LIST = 4  /* a list file of images and labels (folder = its path) */
 } cli_data_kind;
 
 /** A parsed --data / --val value. */
@@ -193,6 +194,12 @@ typedef struct cli_data_spec {
     const char *images, *labels, *folder;
     int classes;         /* idx: 0 = from the labels */
 } cli_data_spec;
+
+/** An image folder or list file (both read with distill_folder_options). */
+static inline int cli_data_is_images(const cli_data_spec *spec)
+{
+    return spec->kind == CLI_DATA_FOLDER || spec->kind == CLI_DATA_LIST;
+}
 
 /** Which part of a dataset a command reads. */
 typedef enum cli_split {
@@ -290,6 +297,18 @@ int cli_progress_cb(const distill_progress *p, void *payload);
 void cli_progress_end(cli_progress *p);
 /** Steps between progress calls that suits the output. */
 int cli_progress_every(const cli_progress *p);
+
+/** Progress of an image folder or list load (distill_folder_options.progress). */
+typedef struct cli_load_progress {
+    const char *what; /* the --data value */
+    int tty, quiet, line_open, printed;
+    double start, last;
+} cli_load_progress;
+
+void cli_load_progress_init(cli_load_progress *p, const char *what, int quiet);
+int cli_load_progress_cb(int stage, int64_t done, int64_t total, void *payload);
+/** End a redrawn line, if any. */
+void cli_load_progress_end(cli_load_progress *p);
 
 /** Catch SIGINT: the first Ctrl-C sets a flag; a second one kills. */
 void cli_sigint_install(void);

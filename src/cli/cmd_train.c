@@ -143,6 +143,20 @@ static int check_common(run *r)
 
 /* ------------------------------------------------------------- data */
 
+/* Training needs two classes at least: an image folder with one class
+ * folder (or a list with one label) cannot teach anything. */
+static int check_classes(const cli_data_spec *spec, const distill_dataset *ds)
+{
+    int k = distill_dataset_num_classes(ds);
+    if (cli_data_is_images(spec) && k < 2) {
+        const char *name = distill_dataset_class_name(ds, 0);
+        return cli_fail(CLI_ERUNTIME, "--data %s: %d class%s%s%s%s; training needs at least 2",
+                        spec->text, k, k == 1 ? "" : "es", name ? " ('" : "", name ? name : "",
+                        name ? "')" : "");
+    }
+    return CLI_OK;
+}
+
 /*
  * Training data, and validation data: --val, else Fashion-MNIST's test
  * split, else a view of the training data itself (loaded once).
@@ -154,13 +168,18 @@ static int load_sets(run *r, const int64_t *shape)
     if (cli_given(o, OPT_VAL) || r->data.kind == CLI_DATA_FASHION_MNIST) {
         const cli_data_spec *vs = cli_given(o, OPT_VAL) ? &r->val_spec : &r->data;
         cli_split split = vs->kind == CLI_DATA_FASHION_MNIST ? CLI_SPLIT_TEST : CLI_SPLIT_TRAIN;
-        if ((rc = cli_data_load(&r->data, CLI_SPLIT_TRAIN, shape, o, o->limit, &r->train)))
+        if ((rc = cli_data_load(&r->data, CLI_SPLIT_TRAIN, shape, o, o->limit, &r->train)) ||
+            (rc = check_classes(&r->data, r->train)))
             return rc;
         return cli_data_load(vs, split, shape, o, o->val_limit, &r->val);
     }
     distill_dataset *all;
     if ((rc = cli_data_load(&r->data, CLI_SPLIT_TRAIN, shape, o, 0, &all)))
         return rc;
+    if ((rc = check_classes(&r->data, all))) {
+        distill_dataset_free(all);
+        return rc;
+    }
     rc = cli_data_view(&r->data, all, o->limit, &r->train);
     if (rc == CLI_OK)
         rc = cli_data_view(&r->data, all, o->val_limit, &r->val);
@@ -400,7 +419,7 @@ static int fit(run *r)
     /* a cache that does not fit the run is refused before the first step */
     if (rc == DISTILL_EINVAL && r->o->teacher_cache && distill_trainer_steps_done(r->tr) == 0) {
         const char *msg = distill_last_error();
-        int folder = r->data.kind == CLI_DATA_FOLDER && !cli_model_is_file(r->o->student);
+        int folder = cli_data_is_images(&r->data) && !cli_model_is_file(r->o->student);
         return cli_fail(CLI_ERUNTIME,
                         "--teacher-cache %s: %s; make it with `distill cache` and this run's "
                         "--data, --limit, augmentation and --mean/--std%s",

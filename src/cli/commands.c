@@ -208,8 +208,11 @@ static void print_main_help(FILE *f)
     print_zoo(f);
     fprintf(f, "\nData (--data): fashion-mnist (from $FASHION_MNIST_DIR, else "
                "/usr/share/datasets/fashion-mnist),\n"
-               "  idx:IMAGES,LABELS[,CLASSES] (IDX files, optionally gzipped), or a folder of "
-               "PNGs\n  with one sub-folder per class.\n"
+               "  idx:IMAGES,LABELS[,CLASSES] (IDX files, optionally gzipped), a folder of "
+               "PNG/JPEG\n  images with one sub-folder per class, or a list file: list:FILE or a "
+               "FILE ending\n  in .csv/.txt/.lst, with lines \"path,label\" (CSV, optional "
+               "header path,label)\n  or \"path label\"; paths relative to the list's folder, "
+               "labels class names or\n  numbers; '#' starts a comment line.\n"
                "\nExit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n");
 }
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -17,6 +18,16 @@ static int is_dir(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A list file by its name: *.csv, *.txt or *.lst (any case). */
+static int is_list_name(const char *path)
+{
+    size_t n = strlen(path);
+    if (n < 5 || is_dir(path))
+        return 0;
+    const char *e = path + n - 4;
+    return !strcasecmp(e, ".csv") || !strcasecmp(e, ".txt") || !strcasecmp(e, ".lst");
 }
 
 static int parse_idx(const char *opt, const char *text, cli_data_spec *spec)
@@ -62,10 +73,18 @@ int cli_data_parse(const char *opt, const char *text, cli_data_spec *spec)
     }
     if (strncmp(text, "idx:", 4) == 0)
         return parse_idx(opt, text, spec);
+    if (strncmp(text, "list:", 5) == 0 || is_list_name(text)) {
+        const char *path = strncmp(text, "list:", 5) == 0 ? text + 5 : text;
+        if (!*path)
+            return cli_fail(CLI_EUSAGE, "%s %s: expected list:FILE", opt, text);
+        spec->kind = CLI_DATA_LIST;
+        spec->folder = path;
+        return CLI_OK;
+    }
     if (!is_dir(text))
         return cli_fail(CLI_EUSAGE,
-                        "%s %s: not fashion-mnist, idx:IMAGES,LABELS or an existing folder of "
-                        "PNG images",
+                        "%s %s: not fashion-mnist, idx:IMAGES,LABELS, list:FILE, a .csv/.txt "
+                        "list file or an existing folder of PNG/JPEG images",
                         opt, text);
     spec->kind = CLI_DATA_FOLDER;
     spec->folder = text;
@@ -108,9 +127,17 @@ static int load_folder(const cli_data_spec *spec, const int64_t *shape, const cl
         fo.height = o->height;
         fo.width = o->width;
     }
-    int rc = distill_dataset_from_folder(out, spec->folder, &fo);
+    cli_load_progress lp;
+    cli_load_progress_init(&lp, spec->text, o->quiet);
+    fo.progress = cli_load_progress_cb;
+    fo.progress_payload = &lp;
+    int rc = spec->kind == CLI_DATA_LIST ? distill_dataset_from_list(out, spec->folder, &fo)
+                                         : distill_dataset_from_folder(out, spec->folder, &fo);
+    cli_load_progress_end(&lp);
+    if (rc == DISTILL_ECANCELLED && cli_interrupted())
+        return cli_fail(CLI_EINTERRUPTED, "--data %s: interrupted while loading", spec->text);
     if (rc)
-        return cli_fail_lib(rc, "--data %s", spec->folder);
+        return cli_fail_lib(rc, "--data %s", spec->text);
     return CLI_OK;
 }
 
@@ -130,6 +157,7 @@ static int load_source(const cli_data_spec *spec, cli_split split, const int64_t
         rc = distill_dataset_from_idx(out, spec->images, spec->labels, spec->classes);
         return rc ? cli_fail_lib(rc, "--data %s", spec->text) : CLI_OK;
     case CLI_DATA_FOLDER:
+    case CLI_DATA_LIST:
         return load_folder(spec, shape, o, out);
     default:
         *out = NULL;

@@ -51,8 +51,8 @@ static const opt_def OPTS[OPT_COUNT_] = {
      "a loss term, repeatable: ce[:smoothing=S], kd:T=4,alpha=0.9, dkd:T=,alpha=,beta=, "
      "fitnets|at|sp|rkd|pkt:student=NODE,teacher=NODE[,...]; any may add weight=W"},
     {OPT_DATA, "data", ARG_STR, "D", 0, 0,
-     "fashion-mnist, idx:IMAGES,LABELS[,CLASSES], or a folder of PNGs (one sub-folder per "
-     "class)"},
+     "fashion-mnist, idx:IMAGES,LABELS[,CLASSES], a folder of PNG/JPEG images (one "
+     "sub-folder per class), or a list file (list:FILE, or FILE.csv/.txt/.lst)"},
     {OPT_VAL, "val", ARG_STR, "D", 0, 0,
      "validation data, as --data, or `none` (default: Fashion-MNIST's test split for "
      "fashion-mnist, else the training data itself)"},

@@ -14,7 +14,9 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -152,4 +154,76 @@ int cli_progress_cb(const distill_progress *p, void *payload)
             print_step(pr, p);
     }
     return cli_interrupted();
+}
+
+/* ---------------------------------------------------- loading images */
+
+/* Nothing is shown for a load that takes less than this, so small folders
+ * stay silent; then a terminal line is redrawn every REDRAW seconds, or a
+ * plain line printed every LOG_EVERY seconds. */
+#define LOAD_QUIET_S 1.0
+#define LOAD_REDRAW_S 0.2
+#define LOAD_LOG_EVERY_S 10.0
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void cli_load_progress_init(cli_load_progress *p, const char *what, int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->tty = isatty(STDERR_FILENO);
+    p->quiet = quiet;
+    p->start = p->last = now_s();
+}
+
+int cli_load_progress_cb(int stage, int64_t done, int64_t total, void *payload)
+{
+    cli_load_progress *p = payload;
+    if (p->quiet)
+        return cli_interrupted();
+    double t = now_s();
+    int last = stage == DISTILL_FOLDER_DECODE && done == total;
+    if (t - p->start < LOAD_QUIET_S || (!last && t - p->last < (p->tty ? LOAD_REDRAW_S
+                                                                          : LOAD_LOG_EVERY_S)))
+        return cli_interrupted();
+    if (last && !p->printed)
+        return cli_interrupted();
+    p->last = t;
+    p->printed = 1;
+    char el[32];
+    cli_format_duration(t - p->start, el, sizeof el);
+    if (p->tty)
+        fputs("\r\033[K", stderr);
+    if (stage == DISTILL_FOLDER_SCAN) {
+        fprintf(stderr, "%s: listing, %lld images found (%s)", p->what, (long long)done, el);
+    } else if (p->tty) {
+        char bar[BAR_WIDTH + 1];
+        format_bar(bar, done, total);
+        fprintf(stderr, "%s: decoding [%s] %lld/%lld (%s)", p->what, bar, (long long)done,
+                (long long)total, el);
+    } else {
+        fprintf(stderr, "%s: decoded %lld/%lld images (%s)", p->what, (long long)done,
+                (long long)total, el);
+    }
+    if (p->tty) {
+        p->line_open = 1;
+    } else {
+        fputc('\n', stderr);
+    }
+    fflush(stderr);
+    return cli_interrupted();
+}
+
+void cli_load_progress_end(cli_load_progress *p)
+{
+    if (p->line_open) {
+        fputc('\n', stderr);
+        p->line_open = 0;
+        fflush(stderr);
+    }
 }

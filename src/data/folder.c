@@ -1,19 +1,17 @@
 /*
- * folder.c - datasets from folders of PNG images, root/<class>/<image>.png.
- *
- * Each file is read whole (read_file) and decoded from memory by libpng,
- * whose errors arrive by longjmp: everything a decode allocates hangs off a
- * `pngdec` that outlives the setjmp frame, so the error path frees it all.
- * libpng allocates through xmalloc/xfree and never prints (its warnings are
- * dropped, its errors become the message of the failed call).
+ * folder.c - datasets from images: a class-per-folder tree
+ * (root/<class>/<image>) or a list file of "path,label" / "path label"
+ * lines.  Both make a list of (file, label) entries; each file is then read
+ * whole and decoded by image_read_file() (image.c: PNG or JPEG by the magic
+ * bytes), converted to the requested channels and brought to the sample
+ * size.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +19,11 @@
 #include <sys/stat.h>
 
 #include "data/data_internal.h"
+#include "data/image.h"
 #include "util/util.h"
 
-#define PNG_MAX_FILE ((size_t)1 << 28)  /* 256 MiB per file */
-#define PNG_MAX_SIDE 16384u
-/* deflate never expands data more than 1032:1 */
-#define DEFLATE_MAX_RATIO 1032u
-#define PNG_SLACK 4096u
+/* Numeric labels of a list file are below this. */
+#define LIST_MAX_LABEL 1000000
 
 int distill_folder_options_init(distill_folder_options *opts, unsigned int version)
 {
@@ -40,139 +36,11 @@ int distill_folder_options_init(distill_folder_options *opts, unsigned int versi
     return DISTILL_OK;
 }
 
-/* ============================================================ PNG decode */
-
-/* One decoded image: rows of h * w * channels samples of `depth` bits
- * (8, or 16 big-endian), channels 1 (gray) or 3 (RGB). */
-typedef struct pngdec {
-    const unsigned char *file; /* the encoded file */
-    size_t size, pos;
-    unsigned char *pixels;
-    png_bytep *rows;
-    uint32_t w, h;
-    int channels, depth;
-    size_t rowbytes;
-    int oom;
-    char msg[200];
-} pngdec;
-
-static void png_on_error(png_structp png, png_const_charp msg)
-{
-    pngdec *d = png_get_error_ptr(png);
-    snprintf(d->msg, sizeof d->msg, "%s", msg);
-    png_longjmp(png, 1);
-}
-
-static void png_on_warning(png_structp png, png_const_charp msg)
-{
-    (void)png;
-    (void)msg;
-}
-
-static png_voidp png_on_malloc(png_structp png, png_alloc_size_t size)
-{
-    void *p = xmalloc(size);
-    if (!p) {
-        pngdec *d = png_get_error_ptr(png);
-        if (d)
-            d->oom = 1;
-    }
-    return p;
-}
-
-static void png_on_free(png_structp png, png_voidp p)
-{
-    (void)png;
-    xfree(p);
-}
-
-static void png_on_read(png_structp png, png_bytep out, size_t len)
-{
-    pngdec *d = png_get_io_ptr(png);
-    if (len > d->size - d->pos)
-        png_error(png, "file ends early (truncated)");
-    memcpy(out, d->file + d->pos, len);
-    d->pos += len;
-}
-
-/* Decode d->file into d->pixels (gray or RGB, 8 or 16 bits).  On failure
- * nothing stays allocated and the error is set, naming `path`. */
-static int png_decode(pngdec *d, const char *path)
-{
-    if (d->size < 8 || png_sig_cmp(d->file, 0, 8) != 0)
-        return seterr(DISTILL_EFORMAT, "PNG '%s': not a PNG file (bad signature)", path);
-    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, d, png_on_error,
-                                               png_on_warning, d, png_on_malloc, png_on_free);
-    if (!png)
-        return seterr(DISTILL_ENOMEM, "PNG '%s': cannot create a libpng reader", path);
-    png_infop info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_read_struct(&png, NULL, NULL);
-        return seterr(DISTILL_ENOMEM, "PNG '%s': cannot create a libpng reader", path);
-    }
-    /* png and info are not modified after this point, so they keep their
-     * values after a longjmp; everything else lives in *d. */
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_read_struct(&png, &info, NULL);
-        xfree(d->rows);
-        xfree(d->pixels);
-        d->rows = NULL;
-        d->pixels = NULL;
-        if (d->oom)
-            return seterr(DISTILL_ENOMEM, "PNG '%s': out of memory", path);
-        return seterr(DISTILL_EFORMAT, "PNG '%s': %s", path, d->msg);
-    }
-    png_set_user_limits(png, PNG_MAX_SIDE, PNG_MAX_SIDE);
-    png_set_read_fn(png, d, png_on_read);
-    png_read_info(png, info);
-
-    uint32_t w = png_get_image_width(png, info);
-    uint32_t h = png_get_image_height(png, info);
-    /* The encoded rows cannot be more than deflate's ratio times the file:
-     * refuse a header that claims more before allocating for it. */
-    if ((uint64_t)png_get_rowbytes(png, info) * h / DEFLATE_MAX_RATIO > d->size + PNG_SLACK)
-        png_error(png, "header claims more pixels than the file can hold");
-
-    int color = png_get_color_type(png, info);
-    int depth = png_get_bit_depth(png, info);
-    if (color == PNG_COLOR_TYPE_PALETTE)
-        png_set_palette_to_rgb(png);
-    if (color == PNG_COLOR_TYPE_GRAY && depth < 8)
-        png_set_expand_gray_1_2_4_to_8(png);
-    /* Drops an alpha channel, including one that palette expansion makes
-     * from a tRNS chunk; does nothing to images without one. */
-    png_set_strip_alpha(png);
-    png_set_interlace_handling(png);
-    png_read_update_info(png, info);
-
-    d->w = w;
-    d->h = h;
-    d->channels = png_get_channels(png, info);
-    d->depth = png_get_bit_depth(png, info);
-    d->rowbytes = png_get_rowbytes(png, info);
-    if ((d->channels != 1 && d->channels != 3) || (d->depth != 8 && d->depth != 16))
-        png_error(png, "unexpected layout after conversion");
-    d->pixels = xmalloc(d->rowbytes * h); /* <= 16384 * 16384 * 6 bytes: no overflow */
-    d->rows = xmalloc(h * sizeof *d->rows);
-    if (!d->pixels || !d->rows) {
-        d->oom = 1;
-        png_error(png, "out of memory");
-    }
-    for (uint32_t y = 0; y < h; y++)
-        d->rows[y] = d->pixels + (size_t)y * d->rowbytes;
-    png_read_image(png, d->rows);
-    png_read_end(png, NULL);
-    png_destroy_read_struct(&png, &info, NULL);
-    xfree(d->rows);
-    d->rows = NULL;
-    return DISTILL_OK;
-}
-
 /* ============================================================ conversion */
 
 /* d's pixels as float (out_c, h, w) in [0, 1]: gray -> RGB by replication,
  * RGB -> gray by BT.601 luma. */
-static void to_float(const pngdec *d, int out_c, float *dst)
+static void to_float(const image *d, int out_c, float *dst)
 {
     size_t plane = (size_t)d->w * d->h;
     int ch = d->channels;
@@ -331,22 +199,24 @@ static char *join(const char *a, const char *b)
     return p;
 }
 
-static int is_png_name(const char *name)
+/* opts->progress, if any; DISTILL_ECANCELLED when it asks to stop. */
+static int report(const distill_folder_options *o, int stage, int64_t done, int64_t total)
 {
-    size_t n = strlen(name);
-    return n > 4 && strcasecmp(name + n - 4, ".png") == 0;
+    if (o->progress && o->progress(stage, done, total, o->progress_payload))
+        return seterr(DISTILL_ECANCELLED, "loading images: cancelled by the progress callback");
+    return DISTILL_OK;
 }
 
-/* A PNG file to read and its class. */
+/* An image file to read and its class. */
 typedef struct entry {
     char *path;
     int label;
 } entry;
 
-/* The class folders of root (into *classes) and their PNG files in order
- * (into *files, *nfiles); the rest counted in *not_png. */
-static int scan(const char *root, namelist *classes, entry **files, size_t *nfiles,
-                int64_t *not_png)
+/* The class folders of root (into *classes) and their image files in
+ * order (into *files, *nfiles); the rest counted in *not_png. */
+static int scan(const char *root, const distill_folder_options *o, namelist *classes,
+                entry **files, size_t *nfiles, int64_t *not_png)
 {
     memset(classes, 0, sizeof *classes);
     *files = NULL;
@@ -399,7 +269,7 @@ static int scan(const char *root, namelist *classes, entry **files, size_t *nfil
                 rc = DISTILL_ENOMEM;
                 goto fail;
             }
-            if (!is_png_name(inner.v[j]) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            if (!image_name_is_image(inner.v[j]) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
                 (*not_png)++;
                 xfree(path);
                 continue;
@@ -422,6 +292,8 @@ static int scan(const char *root, namelist *classes, entry **files, size_t *nfil
         names_free(&inner);
         xfree(dir);
         dir = NULL;
+        if ((rc = report(o, DISTILL_FOLDER_SCAN, (int64_t)*nfiles, 0)))
+            goto fail;
     }
     names_free(&top);
     if (classes->n == 0) {
@@ -468,29 +340,12 @@ static void folder_files_free(void *payload)
     xfree(ff);
 }
 
-/* Decode `path` into d (pixels owned by the caller on success). */
-static int decode_file(const char *path, pngdec *d)
-{
-    memset(d, 0, sizeof *d);
-    void *file = NULL;
-    size_t size = 0;
-    int rc = read_file(path, PNG_MAX_FILE, &file, &size);
-    if (rc)
-        return rc;
-    d->file = file;
-    d->size = size;
-    rc = png_decode(d, path);
-    xfree(file);
-    d->file = NULL;
-    return rc;
-}
-
 /* d's image as (c, h, w) bytes in dst. */
-static int fit_bytes(const pngdec *d, const char *path, int resize, uint8_t *dst, int64_t c,
+static int fit_bytes(const image *d, const char *path, int resize, uint8_t *dst, int64_t c,
                      int64_t h, int64_t w)
 {
     if (resize == DISTILL_RESIZE_NONE && ((int64_t)d->h != h || (int64_t)d->w != w))
-        return seterr(DISTILL_EFORMAT, "PNG '%s': %u x %u pixels, expected %lld x %lld", path,
+        return seterr(DISTILL_EFORMAT, "image '%s': %u x %u pixels, expected %lld x %lld", path,
                       (unsigned)d->w, (unsigned)d->h, (long long)w, (long long)h);
     size_t src_elems = (size_t)c * d->w * d->h, elems = (size_t)(c * h * w);
     float *tmp = xmalloc(src_elems * sizeof *tmp);
@@ -498,7 +353,7 @@ static int fit_bytes(const pngdec *d, const char *path, int resize, uint8_t *dst
     if (!tmp || !fit) {
         xfree(tmp);
         xfree(fit);
-        return seterr(DISTILL_ENOMEM, "PNG '%s': out of memory", path);
+        return seterr(DISTILL_ENOMEM, "image '%s': out of memory", path);
     }
     to_float(d, (int)c, tmp);
     fit_image(tmp, c, d->h, d->w, fit, h, w, resize);
@@ -514,62 +369,325 @@ static int fit_bytes(const pngdec *d, const char *path, int resize, uint8_t *dst
 static int folder_decode(void *payload, int64_t i, uint8_t *dst, int64_t c, int64_t h, int64_t w)
 {
     const folder_files *ff = payload;
-    pngdec d;
-    int rc = decode_file(ff->paths[i], &d);
+    image d;
+    int rc = image_read_file(ff->paths[i], &d);
     if (rc == DISTILL_OK)
         rc = fit_bytes(&d, ff->paths[i], ff->resize, dst, c, h, w);
-    xfree(d.pixels);
+    image_free(&d);
+    return rc;
+}
+
+/* ============================================================= list file */
+
+/* Trim spaces and tabs (and one pair of surrounding double quotes) from
+ * [*b, *e). */
+static void trim(char **b, char **e)
+{
+    while (*b < *e && (**b == ' ' || **b == '\t'))
+        (*b)++;
+    while (*e > *b && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+        (*e)--;
+    if (*e - *b >= 2 && **b == '"' && (*e)[-1] == '"') {
+        (*b)++;
+        (*e)--;
+    }
+}
+
+/* A decimal number in [0, LIST_MAX_LABEL), or -1. */
+static long label_number(const char *s)
+{
+    if (!*s)
+        return -1;
+    long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (*s - '0');
+        if (v >= LIST_MAX_LABEL)
+            return -1;
+    }
+    return v;
+}
+
+/* One line of a list file, split. */
+typedef struct list_line {
+    char *path, *label; /* inside the file's buffer */
+    long lineno;
+} list_line;
+
+/*
+ * Parse the list file at `list` into entries (paths resolved against the
+ * list's folder) and classes.  Format (include/distill/data.h): the first
+ * line that is neither blank nor a comment decides CSV (it holds a comma)
+ * or space-separated; a CSV header "path,label" is skipped.
+ */
+static int scan_list(const char *list, const distill_folder_options *o, namelist *classes,
+                     entry **files, size_t *nfiles, int64_t *missing)
+{
+    memset(classes, 0, sizeof *classes);
+    *files = NULL;
+    *nfiles = 0;
+    void *data = NULL;
+    size_t size = 0;
+    int rc = read_file(list, IMAGE_MAX_FILE, &data, &size);
+    if (rc == DISTILL_ENOTFOUND)
+        return seterr(rc, "image list '%s': no such file", list);
+    if (rc)
+        return rc;
+    char *text = xrealloc(data, size + 1);
+    if (!text) {
+        xfree(data);
+        return DISTILL_ENOMEM;
+    }
+    text[size] = '\0';
+    if (memchr(text, '\0', size)) {
+        xfree(text);
+        return seterr(DISTILL_EFORMAT, "image list '%s': holds a NUL byte (not a text file)",
+                      list);
+    }
+    /* the folder relative paths start from */
+    const char *slash = strrchr(list, '/');
+    char *base = slash ? xmalloc((size_t)(slash - list) + 1) : xstrdup(".");
+    if (!base) {
+        xfree(text);
+        return DISTILL_ENOMEM;
+    }
+    if (slash) {
+        memcpy(base, list, (size_t)(slash - list));
+        base[slash - list] = '\0';
+        if (!base[0])
+            strcpy(base, "/");
+    }
+
+    list_line *lines = NULL;
+    size_t nlines = 0, cap = 0;
+    int csv = -1; /* undecided */
+    long lineno = 0;
+    for (char *p = text; *p;) {
+        char *end = strchr(p, '\n');
+        char *next = end ? end + 1 : p + strlen(p);
+        if (!end)
+            end = next;
+        lineno++;
+        if (end > p && end[-1] == '\r')
+            end--;
+        char *b = p, *e = end;
+        p = next;
+        trim(&b, &e);
+        if (b == e || *b == '#')
+            continue;
+        *e = '\0';
+        if (csv < 0) {
+            csv = strchr(b, ',') != NULL;
+            if (csv) {
+                char *c = strrchr(b, ',');
+                char *k1 = b, *k1e = c, *k2 = c + 1, *k2e = e;
+                trim(&k1, &k1e);
+                trim(&k2, &k2e);
+                if (k1e - k1 == 4 && k2e - k2 == 5 && !strncasecmp(k1, "path", 4) &&
+                    !strncasecmp(k2, "label", 5))
+                    continue; /* the header */
+            }
+        }
+        char *sep = NULL, *lab;
+        if (csv) {
+            sep = strrchr(b, ',');
+            lab = sep ? sep + 1 : NULL;
+        } else {
+            for (char *q = e; q > b; q--)
+                if (q[-1] == ' ' || q[-1] == '\t') {
+                    sep = q - 1;
+                    break;
+                }
+            lab = sep ? sep + 1 : NULL;
+            while (sep && sep > b && (sep[-1] == ' ' || sep[-1] == '\t'))
+                sep--;
+        }
+        if (!sep || sep == b) {
+            rc = seterr(DISTILL_EFORMAT, "image list '%s' line %ld: expected %s", list, lineno,
+                        csv ? "PATH,LABEL" : "PATH LABEL");
+            goto done;
+        }
+        char *pe = sep, *le = e;
+        trim(&b, &pe);
+        trim(&lab, &le);
+        *pe = '\0';
+        *le = '\0';
+        if (!*b || !*lab) {
+            rc = seterr(DISTILL_EFORMAT, "image list '%s' line %ld: %s", list, lineno,
+                        *b ? "the label is empty" : "the path is empty");
+            goto done;
+        }
+        if (nlines == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            list_line *v = xrealloc(lines, ncap * sizeof *v);
+            if (!v) {
+                rc = DISTILL_ENOMEM;
+                goto done;
+            }
+            lines = v;
+            cap = ncap;
+        }
+        lines[nlines].path = b;
+        lines[nlines].label = lab;
+        lines[nlines].lineno = lineno;
+        nlines++;
+    }
+    if (nlines == 0) {
+        rc = seterr(DISTILL_EFORMAT, "image list '%s': no entries in it", list);
+        goto done;
+    }
+
+    /* Numbers when every label is one, else names. */
+    int numbers = 1;
+    long max_label = -1;
+    for (size_t i = 0; i < nlines && numbers; i++) {
+        long v = label_number(lines[i].label);
+        if (v < 0)
+            numbers = 0;
+        else if (v > max_label)
+            max_label = v;
+    }
+    if (!numbers) {
+        namelist all = {0};
+        all.v = xmalloc(nlines * sizeof *all.v);
+        if (!all.v) {
+            rc = DISTILL_ENOMEM;
+            goto done;
+        }
+        for (size_t i = 0; i < nlines; i++)
+            all.v[i] = lines[i].label;
+        qsort(all.v, nlines, sizeof *all.v, cmp_names);
+        classes->v = xmalloc(nlines * sizeof *classes->v);
+        if (!classes->v) {
+            xfree(all.v);
+            rc = DISTILL_ENOMEM;
+            goto done;
+        }
+        classes->cap = nlines;
+        for (size_t i = 0; i < nlines; i++) {
+            if (classes->n && !strcmp(classes->v[classes->n - 1], all.v[i]))
+                continue;
+            if (!(classes->v[classes->n] = xstrdup(all.v[i]))) {
+                xfree(all.v);
+                rc = DISTILL_ENOMEM;
+                goto done;
+            }
+            classes->n++;
+        }
+        xfree(all.v);
+    }
+
+    *files = xmalloc(nlines * sizeof **files);
+    if (!*files) {
+        rc = DISTILL_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < nlines; i++) {
+        const char *path = lines[i].path;
+        char *full = path[0] == '/' ? xstrdup(path) : join(base, path);
+        if (!full) {
+            rc = DISTILL_ENOMEM;
+            goto done;
+        }
+        struct stat sb;
+        int found = stat(full, &sb) == 0;
+        if (!found || !S_ISREG(sb.st_mode)) {
+            int e = errno;
+            if (!o->skip_bad) {
+                rc = seterr(!found && e != ENOENT && e != ENOTDIR ? DISTILL_EIO
+                                                                  : DISTILL_ENOTFOUND,
+                            "image list '%s' line %ld: image '%s': %s", list, lines[i].lineno,
+                            full, found ? "not a regular file" : strerror(e));
+                xfree(full);
+                goto done;
+            }
+            (*missing)++;
+            xfree(full);
+            continue;
+        }
+        int label;
+        if (numbers) {
+            label = (int)label_number(lines[i].label);
+        } else {
+            const char *key = lines[i].label;
+            char **hit = bsearch(&key, classes->v, classes->n, sizeof *classes->v, cmp_names);
+            label = (int)(hit - classes->v);
+        }
+        (*files)[*nfiles].path = full;
+        (*files)[*nfiles].label = label;
+        (*nfiles)++;
+        if (*nfiles % 1024 == 0 && (rc = report(o, DISTILL_FOLDER_SCAN, (int64_t)*nfiles, 0)))
+            goto done;
+    }
+    if (numbers)
+        classes->n = (size_t)(max_label + 1); /* no names: classes->v stays NULL */
+    rc = report(o, DISTILL_FOLDER_SCAN, (int64_t)*nfiles, 0);
+done:
+    xfree(lines);
+    xfree(text);
+    xfree(base);
+    if (rc) {
+        if (classes->v)
+            names_free(classes);
+        for (size_t i = 0; i < *nfiles; i++)
+            xfree((*files)[i].path);
+        xfree(*files);
+        *files = NULL;
+        *nfiles = 0;
+        memset(classes, 0, sizeof *classes);
+    }
     return rc;
 }
 
 /* ================================================================== load */
 
-int distill_dataset_from_folder(distill_dataset **out, const char *root,
-                                const distill_folder_options *opts)
+/* opts checked and copied into *o; `fn` names the API call. */
+static int get_options(distill_folder_options *o, const distill_folder_options *opts,
+                       const char *fn)
 {
-    if (!out)
-        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: out is NULL");
-    *out = NULL;
-    if (!root)
-        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: root is NULL");
-    distill_folder_options o = DISTILL_FOLDER_OPTIONS_INIT;
+    const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
+    *o = init;
     if (opts) {
-        COPY_OPTIONS(&o, opts, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options",
-                     "distill_dataset_from_folder");
+        COPY_OPTIONS(o, opts, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options", "%s",
+                     fn);
     }
-    if (o.channels != 1 && o.channels != 3)
-        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: channels is %d; must be 1 or 3",
-                      o.channels);
-    if (o.height < 0 || o.width < 0 || (o.height == 0) != (o.width == 0) ||
-        o.height > (int)PNG_MAX_SIDE || o.width > (int)PNG_MAX_SIDE)
-        return seterr(DISTILL_EINVAL,
-                      "distill_dataset_from_folder: height %d, width %d; both 0 or both in "
-                      "1..%u",
-                      o.height, o.width, PNG_MAX_SIDE);
-    if (o.resize < DISTILL_RESIZE_BILINEAR || o.resize > DISTILL_RESIZE_NONE)
-        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: resize %d is unknown",
-                      o.resize);
-    if (o.memory_limit < -1)
-        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: memory_limit is %lld; must "
-                      "be -1, 0 or a byte count", (long long)o.memory_limit);
+    if (o->channels != 1 && o->channels != 3)
+        return seterr(DISTILL_EINVAL, "%s: channels is %d; must be 1 or 3", fn, o->channels);
+    if (o->height < 0 || o->width < 0 || (o->height == 0) != (o->width == 0) ||
+        o->height > (int)IMAGE_MAX_SIDE || o->width > (int)IMAGE_MAX_SIDE)
+        return seterr(DISTILL_EINVAL, "%s: height %d, width %d; both 0 or both in 1..%u", fn,
+                      o->height, o->width, IMAGE_MAX_SIDE);
+    if (o->resize < DISTILL_RESIZE_BILINEAR || o->resize > DISTILL_RESIZE_NONE)
+        return seterr(DISTILL_EINVAL, "%s: resize %d is unknown", fn, o->resize);
+    if (o->memory_limit < -1)
+        return seterr(DISTILL_EINVAL, "%s: memory_limit is %lld; must be -1, 0 or a byte count",
+                      fn, (long long)o->memory_limit);
+    return DISTILL_OK;
+}
+
+/*
+ * Decode the entries into a new dataset; takes over files (always freed)
+ * and classes (freed on failure).  `what` and `name` say where the entries
+ * come from in messages ("image folder", root).
+ */
+static int load_entries(distill_dataset **out, const char *what, const char *name,
+                        const distill_folder_options *opts, namelist classes, entry *files,
+                        size_t nfiles, int64_t not_png, int64_t bad)
+{
+    distill_folder_options o = *opts;
     int64_t limit = o.memory_limit ? o.memory_limit : DISTILL_FOLDER_MEMORY_DEFAULT;
-
-    namelist classes;
-    entry *files;
-    size_t nfiles;
-    int64_t not_png = 0, bad = 0;
-    int rc = scan(root, &classes, &files, &nfiles, &not_png);
-    if (rc)
-        return rc;
-
+    int rc;
     int64_t h = o.height, w = o.width, c = o.channels;
     size_t elems = 0, n = 0, total = 0;
     int streamed = 0, sized = 0;
     uint8_t *samples = NULL;
     int32_t *labels = NULL;
     folder_files *ff = NULL;
-    pngdec d;
+    image d;
     memset(&d, 0, sizeof d);
+    if ((rc = report(&o, DISTILL_FOLDER_DECODE, 0, (int64_t)nfiles)))
+        goto fail;
     /* Files are taken in order; a bad one fails the load or, with
      * skip_bad, is dropped.  The first good one fixes the size when none
      * was asked for, and so whether the samples fit in the budget: in
@@ -578,23 +696,23 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
     for (size_t i = 0; i < nfiles; i++) {
         int need_decode = !sized || !streamed || o.skip_bad;
         if (need_decode) {
-            rc = decode_file(files[i].path, &d);
+            rc = image_read_file(files[i].path, &d);
             if (rc == DISTILL_OK && o.resize == DISTILL_RESIZE_NONE && h &&
                 ((int64_t)d.h != h || (int64_t)d.w != w))
-                rc = seterr(DISTILL_EFORMAT, "PNG '%s': %u x %u pixels, expected %lld x %lld",
+                rc = seterr(DISTILL_EFORMAT, "image '%s': %u x %u pixels, expected %lld x %lld",
                             files[i].path, (unsigned)d.w, (unsigned)d.h, (long long)w,
                             (long long)h);
             if (rc == DISTILL_ENOMEM)
                 goto fail;
             if (rc) {
-                xfree(d.pixels);
-                d.pixels = NULL;
+                image_free(&d);
                 if (!o.skip_bad)
                     goto fail;
                 bad++;
-                rc = DISTILL_OK;
                 xfree(files[i].path);
                 files[i].path = NULL;
+                if ((rc = report(&o, DISTILL_FOLDER_DECODE, (int64_t)i + 1, (int64_t)nfiles)))
+                    goto fail;
                 continue;
             }
         }
@@ -605,8 +723,8 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
             }
             elems = (size_t)(c * h * w);
             if (size_mul(elems, nfiles, &total)) {
-                rc = seterr(DISTILL_ENOMEM, "image folder '%s': %zu images of %zu values are "
-                            "too many", root, nfiles, elems);
+                rc = seterr(DISTILL_ENOMEM, "%s '%s': %zu images of %zu values are too many",
+                            what, name, nfiles, elems);
                 goto fail;
             }
             streamed = limit >= 0 && (uint64_t)total > (uint64_t)limit;
@@ -624,17 +742,22 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
             if (rc)
                 goto fail;
         }
-        xfree(d.pixels);
-        d.pixels = NULL;
+        image_free(&d);
         /* keep the path of a streamed sample, at its sample number */
         files[n].path = files[i].path;
         if (n != i)
             files[i].path = NULL;
         labels[n++] = files[i].label;
+        if ((rc = report(&o, DISTILL_FOLDER_DECODE, (int64_t)i + 1, (int64_t)nfiles)))
+            goto fail;
     }
     if (n == 0) {
-        rc = seterr(DISTILL_EFORMAT, "image folder '%s': no readable PNG image in %zu class "
-                    "folder(s)", root, classes.n);
+        if (!strcmp(what, "image folder"))
+            rc = seterr(DISTILL_EFORMAT, "%s '%s': no readable PNG or JPEG image in %zu class "
+                        "folder(s)", what, name, classes.n);
+        else
+            rc = seterr(DISTILL_EFORMAT, "%s '%s': no readable PNG or JPEG image in it", what,
+                        name);
         goto fail;
     }
     if (!streamed && n < nfiles) {
@@ -692,13 +815,56 @@ int distill_dataset_from_folder(distill_dataset **out, const char *root,
     st->skipped_bad = bad;
     return dataset_wrap(out, st);
 fail:
-    xfree(d.pixels);
+    image_free(&d);
     xfree(samples);
     xfree(labels);
     folder_files_free(ff);
     for (size_t i = 0; i < nfiles; i++)
         xfree(files[i].path);
     xfree(files);
-    names_free(&classes);
+    if (classes.v)
+        names_free(&classes);
     return rc;
+}
+
+int distill_dataset_from_folder(distill_dataset **out, const char *root,
+                                const distill_folder_options *opts)
+{
+    if (!out)
+        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: out is NULL");
+    *out = NULL;
+    if (!root)
+        return seterr(DISTILL_EINVAL, "distill_dataset_from_folder: root is NULL");
+    distill_folder_options o;
+    int rc = get_options(&o, opts, "distill_dataset_from_folder");
+    if (rc)
+        return rc;
+    namelist classes;
+    entry *files;
+    size_t nfiles;
+    int64_t not_png = 0;
+    if ((rc = scan(root, &o, &classes, &files, &nfiles, &not_png)))
+        return rc;
+    return load_entries(out, "image folder", root, &o, classes, files, nfiles, not_png, 0);
+}
+
+int distill_dataset_from_list(distill_dataset **out, const char *list,
+                              const distill_folder_options *opts)
+{
+    if (!out)
+        return seterr(DISTILL_EINVAL, "distill_dataset_from_list: out is NULL");
+    *out = NULL;
+    if (!list)
+        return seterr(DISTILL_EINVAL, "distill_dataset_from_list: list is NULL");
+    distill_folder_options o;
+    int rc = get_options(&o, opts, "distill_dataset_from_list");
+    if (rc)
+        return rc;
+    namelist classes;
+    entry *files;
+    size_t nfiles;
+    int64_t missing = 0;
+    if ((rc = scan_list(list, &o, &classes, &files, &nfiles, &missing)))
+        return rc;
+    return load_entries(out, "image list", list, &o, classes, files, nfiles, 0, missing);
 }

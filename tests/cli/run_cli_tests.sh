@@ -190,6 +190,25 @@ expect_error "mismatched classes (IDX, eval)" 1 'model has 10 classes, data has 
     eval --model resnet8 --data "$idx2"
 expect_error "mismatched classes (PNG folder, eval)" 1 'model has 10 classes, data has 2' \
     eval --model resnet8 --data "$folder"
+# list files: CSV with names (paths relative to the list), "path label" lines
+# with numbers; a missing image, and a folder of one class
+mkdir -p "$scratch/lists/img" "$scratch/one-class/only"
+cp "$png" "$scratch/lists/img/a.png"
+cp "$png" "$scratch/lists/img/b.png"
+cp "$png" "$scratch/one-class/only/1.png"
+printf 'path,label\nimg/a.png,cat\nimg/b.png,dog\n' >"$scratch/lists/train.csv"
+printf '# comment\nimg/a.png 0\nimg/b.png 1\n' >"$scratch/lists/train.txt"
+printf 'img/a.png,cat\nimg/gone.png,dog\n' >"$scratch/lists/missing.csv"
+expect_error "list file, CSV with names (eval)" 1 'model has 10 classes, data has 2' \
+    eval --model resnet8 --data "$scratch/lists/train.csv"
+expect_error "list file, list: with numbers (eval)" 1 'model has 10 classes, data has 2' \
+    eval --model resnet8 --data "list:$scratch/lists/train.txt"
+expect_error "list file naming a missing image" 1 'missing\.csv.* line 2.*gone\.png' \
+    eval --model resnet8 --data "$scratch/lists/missing.csv"
+expect_error "a missing list file" 1 'none\.csv' \
+    eval --model resnet8 --data "$scratch/lists/none.csv"
+expect_error "train on a folder of one class" 1 "1 class \\('only'\\); training needs at least 2" \
+    train --model resnet8 --data "$scratch/one-class" --channels 1 --out "$scratch/x.dstl"
 expect_error "mismatched classes (teacher, distill)" 1 'teacher has 10 classes, data has 2' \
     distill --teacher resnet8 --student resnet8 --data "$idx2" --out "$scratch/x.dstl"
 expect_error "unknown tap" 1 "nope" \

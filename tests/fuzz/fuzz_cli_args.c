@@ -146,6 +146,9 @@ static void check_spec(const char *opt, const char *text, cli_data_spec *spec, i
             fz_check(spec->classes >= 0 && spec->classes <= 1000000, "idx: classes in range");
             break;
         case CLI_DATA_FOLDER: fz_check(spec->folder == text, "a folder is the text"); break;
+        case CLI_DATA_LIST:
+            fz_check(spec->folder && *spec->folder, "a list file is named");
+            break;
         default: fz_check(0, "a data spec of a known kind");
         }
     }

@@ -5,13 +5,16 @@
  *
  * Writes OUT_DIR/fuzz_<name>/... from real files: models and a checkpoint
  * saved by libdistill itself, IDX files cut from Fashion-MNIST's test set
- * (raw and gzip), PNG files encoded by libpng in every colour type, and the
- * loss specs of the documentation.  Uses the public API only (plus libpng
- * and zlib), and is deterministic: running it again gives the same bytes.
+ * (raw and gzip), PNG files encoded by libpng in every colour type, JPEG
+ * files encoded by libjpeg (baseline, progressive, gray, colour, CMYK,
+ * EXIF orientation), and the loss specs of the documentation.  Uses the
+ * public API only (plus libpng, libjpeg and zlib), and is deterministic:
+ * running it again gives the same bytes.
  * See README.md for how to build and run it.
  */
 #include "fuzz_common.h"
 
+#include <jpeglib.h>
 #include <png.h>
 #include <zlib.h>
 
@@ -427,6 +430,73 @@ static void gen_png(void)
     png_seed("palette2_10x10_trns.png", 10, 10, PNG_COLOR_TYPE_PALETTE, 2, 0);
 }
 
+/* ---------------------------------------------------------------- JPEG */
+
+/* Encode a w x h JPEG of `comps` components (1 gray, 3 RGB, 4 CMYK) whose
+ * samples follow a fixed pattern; progressive, 2x2-subsampled chroma, an
+ * EXIF APP1 segment with `orientation` (0 = none) and restart markers
+ * every `restart` MCU rows as asked. */
+static void jpeg_seed(const char *name, int w, int h, int comps, int progressive, int subsample,
+                      int orientation, int restart)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long len = 0;
+    jpeg_mem_dest(&c, &buf, &len);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = comps;
+    c.in_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 75, TRUE);
+    if (!subsample)
+        for (int k = 0; k < c.num_components; k++)
+            c.comp_info[k].h_samp_factor = c.comp_info[k].v_samp_factor = 1;
+    if (progressive)
+        jpeg_simple_progression(&c);
+    c.restart_in_rows = restart;
+    jpeg_start_compress(&c, TRUE);
+    if (orientation) {
+        /* "Exif\0\0", big-endian TIFF header, IFD0 with the orientation */
+        unsigned char app[6 + 8 + 2 + 12 + 4] = {'E', 'x', 'i', 'f', 0, 0, 'M', 'M', 0, 42,
+                                                 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3,
+                                                 0, 0, 0, 1, 0, 0, 0, 0};
+        app[6 + 8 + 2 + 8 + 1] = (unsigned char)orientation;
+        jpeg_write_marker(&c, JPEG_APP0 + 1, app, sizeof app);
+    }
+    unsigned char *row = malloc((size_t)w * comps);
+    if (!row)
+        exit(1);
+    while (c.next_scanline < c.image_height) {
+        int y = (int)c.next_scanline;
+        for (int x = 0; x < w * comps; x++)
+            row[x] = (unsigned char)((x * 53 + y * 97 + x * y) % 256);
+        JSAMPROW r = row;
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    put("fuzz_jpeg", name, buf, len);
+    free(buf);
+    free(row);
+}
+
+static void gen_jpeg(void)
+{
+    jpeg_seed("rgb_baseline_8x8.jpg", 8, 8, 3, 0, 0, 0, 0);
+    jpeg_seed("rgb_420_17x13.jpg", 17, 13, 3, 0, 1, 0, 0);
+    jpeg_seed("rgb_progressive_16x9.jpg", 16, 9, 3, 1, 1, 0, 0);
+    jpeg_seed("gray_baseline_9x7.jpg", 9, 7, 1, 0, 0, 0, 0);
+    jpeg_seed("gray_progressive_8x16.jpg", 8, 16, 1, 1, 0, 0, 0);
+    jpeg_seed("rgb_exif6_12x8.jpg", 12, 8, 3, 0, 0, 6, 0);
+    jpeg_seed("rgb_exif3_progressive_8x8.jpg", 8, 8, 3, 1, 0, 3, 0);
+    jpeg_seed("rgb_restart_16x32.jpg", 16, 32, 3, 0, 1, 0, 1);
+    jpeg_seed("cmyk_8x8.jpg", 8, 8, 4, 0, 0, 0, 0);
+}
+
 /* ----------------------------------------------------------- loss specs */
 
 static void gen_specs(void)
@@ -463,6 +533,7 @@ int main(int argc, char **argv)
     gen_checkpoints();
     gen_idx(fmnist);
     gen_png();
+    gen_jpeg();
     gen_specs();
     return 0;
 }

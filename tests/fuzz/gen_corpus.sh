@@ -19,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # shellcheck disable=SC2046
 "$cc" -std=c11 -O1 -Wall -Wextra -I"$root/include" -o "$tmp/gen_corpus" "$here/gen_corpus.c" \
-    -L"$build" -ldistill -Wl,-rpath,"$build" $(pkg-config --cflags --libs libpng zlib)
+    -L"$build" -ldistill -Wl,-rpath,"$build" $(pkg-config --cflags --libs libpng libjpeg zlib)
 OMP_NUM_THREADS=1 "$tmp/gen_corpus" "$tmp/corpus" "$fmnist"
 for d in "$tmp"/corpus/*/; do
     name=$(basename "$d")
