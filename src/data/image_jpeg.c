@@ -44,6 +44,7 @@ typedef struct jpegdec {
     struct jpeg_progress_mgr progress;
     jmp_buf jump;
     unsigned char *pixels;
+    int oom; /* libjpeg's own allocation failed */
     char msg[JMSG_LENGTH_MAX + 64];
 } jpegdec;
 
@@ -52,6 +53,7 @@ static void jpeg_on_error(j_common_ptr ci)
 {
     jpegdec *d = (jpegdec *)ci->err;
     ci->err->format_message(ci, d->msg);
+    d->oom = ci->err->msg_code == JERR_OUT_OF_MEMORY;
     longjmp(d->jump, 1);
 }
 
@@ -191,7 +193,8 @@ int image_jpeg_decode(const unsigned char *file, size_t size, const char *path, 
         jpeg_destroy_decompress(&ci);
         xfree(dec.pixels);
         memset(img, 0, sizeof *img);
-        return seterr(DISTILL_EFORMAT, "JPEG '%s': %s", path, dec.msg);
+        return seterr(dec.oom ? DISTILL_ENOMEM : DISTILL_EFORMAT, "JPEG '%s': %s", path,
+                      dec.msg);
     }
     jpeg_create_decompress(&ci);
     dec.progress.progress_monitor = jpeg_on_progress;
