@@ -1,7 +1,7 @@
 /*
- * cmd_predict.c - `distill predict`: classify single PNG files.
+ * cmd_predict.c - `distill predict`: classify single PNG or JPEG files.
  *
- * The public API reads PNGs only as whole folders (distill_dataset_from_folder),
+ * The public API reads images only as whole folders (distill_dataset_from_folder),
  * so each image is read through a private temporary folder holding one
  * symbolic link to it; that gives exactly the decoding, channel conversion
  * and resizing of the training data.  Probabilities come from a softmax

@@ -165,7 +165,7 @@ static const cli_command COMMANDS[] = {
      REPORT_OPTS, 0,
      "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist",
      cli_cmd_report},
-    {"predict", "Classify PNG images: prints \"file: class (probability)\" for each.",
+    {"predict", "Classify PNG or JPEG images: prints \"file: class (probability)\" for each.",
      "--model M [options] IMAGE.png...",
      "Images are converted to the model's channel count and resized (bilinear) to its input "
      "size. Without --data, classes are printed as numbers and no normalization is applied "

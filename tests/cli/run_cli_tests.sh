@@ -159,6 +159,9 @@ expect_ok "summary of mobilenet_v2 --width 50" ' 700490 parameters .* 7837440 mu
     summary --model mobilenet_v2 --classes 10 --channels 3 --size 64x64 --width 50
 expect_ok "predict a PNG" "rect\\.png: [0-9]+ \\(0\\.[0-9]{4}\\)" \
     predict --model resnet8 --threads 2 "$png"
+jpg=$(cd "$(dirname "$0")/../fuzz/corpus/fuzz_jpeg" && pwd)/rgb_420_17x13.jpg
+expect_ok "predict a JPEG" "rgb_420_17x13\\.jpg: [0-9]+ \\(0\\.[0-9]{4}\\)" \
+    predict --model resnet8 --threads 2 "$jpg"
 expect_ok "predict --top 3" "rect\\.png: [0-9]+ \\([0-9.]+\\), [0-9]+ \\([0-9.]+\\), [0-9]+ " \
     predict --model resnet8 --top 3 "$png"
 
