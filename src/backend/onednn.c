@@ -36,6 +36,7 @@
 #include <dnnl_debug.h>
 
 #include "backend/bnorm.h"
+#include "backend/dnnl_compat.h"
 #include "nn/graph.h"
 #include "tensor_internal.h"
 
@@ -256,7 +257,7 @@ static const char *nname(const distill_model *m, int i)
 }
 
 /* Create a primitive descriptor (user scratchpad, optional post-ops). */
-static int make_pd(plan *p, const distill_model *m, int node, const_dnnl_op_desc_t od,
+static int make_pd(plan *p, const distill_model *m, int node, const op_desc *od,
                    const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post,
                    dnnl_primitive_desc_t *out)
 {
@@ -269,7 +270,7 @@ static int make_pd(plan *p, const distill_model *m, int node, const_dnnl_op_desc
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (post)
         dnnl_primitive_attr_set_post_ops(attr, post);
-    dnnl_status_t st = dnnl_primitive_desc_create(out, od, attr, eng, hint);
+    dnnl_status_t st = pd_create(out, od, attr, eng, hint);
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success)
         return seterr(DISTILL_EBACKEND, "%s '%s': oneDNN has no implementation for this shape: %s",
@@ -301,7 +302,7 @@ static int add_prim(plan *p, const distill_model *m, int node, dnnl_primitive_de
     return DISTILL_OK;
 }
 
-static int prim_step(plan *p, const distill_model *m, int node, const_dnnl_op_desc_t od,
+static int prim_step(plan *p, const distill_model *m, int node, const op_desc *od,
                      const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post, step **out)
 {
     dnnl_primitive_desc_t pd;
@@ -340,7 +341,7 @@ static int reorder_step(plan *p, const distill_model *m, int node, int src, int 
     if (accumulate) {
         DN(dnnl_primitive_attr_create(&attr), nname(m, node));
         DN(dnnl_post_ops_create(&po), nname(m, node));
-        dnnl_post_ops_append_sum(po, 1.0f);
+        po_sum(po);
         dnnl_primitive_attr_set_post_ops(attr, po);
         dnnl_post_ops_destroy(po);
     }
@@ -374,10 +375,10 @@ static void plain_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
     dnnl_dims_t d;
     if (n->rank == 3) {
         d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
-        dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_nchw);
+        md_make(md, 4, d, dnnl_nchw);
     } else {
         d[0] = N, d[1] = n->dims[0];
-        dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_nc);
+        md_make(md, 2, d, dnnl_nc);
     }
 }
 
@@ -386,10 +387,10 @@ static void any_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
     dnnl_dims_t d;
     if (n->rank == 3) {
         d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
-        dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_format_tag_any);
+        md_make(md, 4, d, dnnl_format_tag_any);
     } else {
         d[0] = N, d[1] = n->dims[0];
-        dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_format_tag_any);
+        md_make(md, 2, d, dnnl_format_tag_any);
     }
 }
 
@@ -403,9 +404,23 @@ static int param_buf(plan *p, distill_model *m, int pi, int grad, int *id)
         d[k] = pr->dims[k];
     static const dnnl_format_tag_t tags[5] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
                                               dnnl_abcd};
-    dnnl_memory_desc_init_by_tag(&md, pr->rank, d, dnnl_f32, tags[pr->rank]);
+    md_make(&md, pr->rank, d, tags[pr->rank]);
     float *ptr = grad ? param_grad(m, pr) : param_data(m, pr);
     return new_buf(p, &md, BUF_EXTERNAL, ptr, id);
+}
+
+/* Buffer b, a weight tensor in the model's plain (O, I/G, kH, kW) layout, as
+ * the weights of a primitive whose weight descriptor is w: for a grouped
+ * conv, oneDNN's 5-D (G, O/G, I/G, kH, kW) view of the same memory; else b. */
+static int grouped_view(plan *p, int b, const dnnl_memory_desc_t *w, int *out)
+{
+    if (w->ndims != 5) {
+        *out = b;
+        return DISTILL_OK;
+    }
+    dnnl_memory_desc_t plain5;
+    md_make(&plain5, 5, w->dims, dnnl_abcde);
+    return view_buf(p, b, &plain5, out);
 }
 
 /* Buffer holding node x's output in layout `want`: the output itself if it
@@ -432,16 +447,8 @@ static int weights_for(plan *p, distill_model *m, int node, int pi,
     int ext, rc = param_buf(p, m, pi, 0, &ext);
     if (rc)
         return rc;
-    if (want->ndims == 5) {
-        /* grouped conv: oneDNN's (G, O/G, I/G, kH, kW) over the model's
-         * (O, I/G, kH, kW), which is the same plain memory */
-        dnnl_memory_desc_t plain5;
-        int v;
-        dnnl_memory_desc_init_by_tag(&plain5, 5, want->dims, dnnl_f32, dnnl_abcde);
-        if ((rc = view_buf(p, ext, &plain5, &v)))
-            return rc;
-        ext = v;
-    }
+    if ((rc = grouped_view(p, ext, want, &ext)))
+        return rc;
     if (dnnl_memory_desc_equal(&p->bufs[ext].md, want)) {
         *id = ext;
         return DISTILL_OK;
@@ -454,14 +461,19 @@ static int weights_for(plan *p, distill_model *m, int node, int pi,
 
 /* ------------------------------------------------------------ forward */
 
-static int fwd_conv(plan *p, distill_model *m, int i, int training)
+/* Conv node n's strides, dilation (0 = none) and padding (both sides). */
+static void conv_geom(const node *n, dnnl_dims_t strides, dnnl_dims_t dil, dnnl_dims_t pad)
 {
-    const node *n = &m->nodes[i];
-    int x = n->inputs[0];
-    const node *xn = &m->nodes[x];
-    dnnl_memory_desc_t src, wei, bia, dst;
-    any_md(xn, p->N, &src);
-    any_md(n, p->N, &dst);
+    strides[0] = n->sh, strides[1] = n->sw;
+    dil[0] = n->dh - 1, dil[1] = n->dw - 1;
+    pad[0] = n->ph, pad[1] = n->pw;
+}
+
+/* Conv node n (input node xn): its weights in any layout, (O, I, kH, kW) or,
+ * grouped, (G, O/G, I/G, kH, kW); its bias (O). */
+static void conv_weights_md(const node *n, const node *xn, dnnl_memory_desc_t *wei,
+                            dnnl_memory_desc_t *bia)
+{
     dnnl_dims_t wd;
     int wr;
     if (n->groups > 1) {
@@ -472,15 +484,25 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
         wd[0] = n->out_channels, wd[1] = xn->dims[0], wd[2] = n->kh, wd[3] = n->kw;
         wr = 4;
     }
-    dnnl_memory_desc_init_by_tag(&wei, wr, wd, dnnl_f32, dnnl_format_tag_any);
+    md_make(wei, wr, wd, dnnl_format_tag_any);
     dnnl_dims_t bd = {n->out_channels};
-    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
-    dnnl_convolution_desc_t cd;
-    DN(dnnl_dilated_convolution_forward_desc_init(
-           &cd, training ? dnnl_forward_training : dnnl_forward_inference,
-           dnnl_convolution_direct, &src, &wei, n->bias ? &bia : NULL, &dst, strides, dil, pad,
-           pad),
+    md_make(bia, 1, bd, dnnl_a);
+}
+
+static int fwd_conv(plan *p, distill_model *m, int i, int training)
+{
+    const node *n = &m->nodes[i];
+    int x = n->inputs[0];
+    const node *xn = &m->nodes[x];
+    dnnl_memory_desc_t src, wei, bia, dst;
+    any_md(xn, p->N, &src);
+    any_md(n, p->N, &dst);
+    conv_weights_md(n, xn, &wei, &bia);
+    dnnl_dims_t strides, dil, pad;
+    conv_geom(n, strides, dil, pad);
+    op_desc cd;
+    DN(desc_conv_fwd(&cd, training ? dnnl_forward_training : dnnl_forward_inference, &src, &wei,
+                     n->bias ? &bia : NULL, &dst, strides, dil, pad),
        n->name);
     dnnl_primitive_desc_t pd;
     int rc = make_pd(p, m, i, &cd, NULL, NULL, &pd);
@@ -530,8 +552,8 @@ static int is_act(int op)
 static int append_act(dnnl_post_ops_t po, const node *a)
 {
     if (a->op == DISTILL_OP_RELU)
-        return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
-    return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip_v2, 0.0f, 6.0f);
+        return po_eltwise(po, dnnl_eltwise_relu, 0.0f, 0.0f);
+    return po_eltwise(po, dnnl_eltwise_clip_v2, 0.0f, 6.0f);
 }
 
 static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused)
@@ -543,21 +565,10 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
     dnnl_memory_desc_t src, wei, bia, dst;
     any_md(xn, p->N, &src);
     any_md(&m->nodes[ch->end], p->N, &dst);
-    dnnl_dims_t wd;
-    int wr;
-    if (n->groups > 1) {
-        wd[0] = n->groups, wd[1] = n->out_channels / n->groups, wd[2] = xn->dims[0] / n->groups;
-        wd[3] = n->kh, wd[4] = n->kw;
-        wr = 5;
-    } else {
-        wd[0] = n->out_channels, wd[1] = xn->dims[0], wd[2] = n->kh, wd[3] = n->kw;
-        wr = 4;
-    }
-    dnnl_memory_desc_init_by_tag(&wei, wr, wd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_dims_t bd = {n->out_channels};
-    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
-    dnnl_convolution_desc_t cd;
+    conv_weights_md(n, xn, &wei, &bia);
+    dnnl_dims_t strides, dil, pad;
+    conv_geom(n, strides, dil, pad);
+    op_desc cd;
     int has_bias = n->bias || ch->bn >= 0;
     dnnl_primitive_desc_t pd;
     dnnl_engine_t eng = NULL;
@@ -566,19 +577,15 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         return rc;
     /* the layouts the plain convolution picks; the fused one is asked for
      * exactly those, so that post-ops do not push it to a slower kernel */
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                   dnnl_convolution_direct, &src, &wei,
-                                                   has_bias ? &bia : NULL, &dst, strides, dil,
-                                                   pad, pad) != dnnl_success ||
-        dnnl_primitive_desc_create(&pd, &cd, NULL, eng, NULL) != dnnl_success)
+    if (desc_conv_fwd(&cd, dnnl_forward_inference, &src, &wei, has_bias ? &bia : NULL, &dst,
+                      strides, dil, pad) != dnnl_success ||
+        pd_create(&pd, &cd, NULL, eng, NULL) != dnnl_success)
         return DISTILL_OK;
     src = *pd_md(pd, dnnl_query_src_md, 0);
     dst = *pd_md(pd, dnnl_query_dst_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
-                                                   dnnl_convolution_direct, &src, &wei,
-                                                   has_bias ? &bia : NULL, &dst, strides, dil,
-                                                   pad, pad) != dnnl_success)
+    if (desc_conv_fwd(&cd, dnnl_forward_inference, &src, &wei, has_bias ? &bia : NULL, &dst,
+                      strides, dil, pad) != dnnl_success)
         return DISTILL_OK;
     dnnl_post_ops_t po;
     DN(dnnl_post_ops_create(&po), n->name);
@@ -600,7 +607,7 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     dnnl_primitive_attr_set_post_ops(attr, po);
     dnnl_post_ops_destroy(po);
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL);
+    dnnl_status_t st = pd_create(&pd, &cd, attr, eng, NULL);
     dnnl_primitive_attr_destroy(attr);
     if (st != dnnl_success)
         return DISTILL_OK; /* not fusable here: the caller emits the nodes one by one */
@@ -617,11 +624,11 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         /* folded weights and bias, in the model's plain layout, then in the
          * primitive's */
         const param *wp = &m->params[n->param_first];
-        dnnl_memory_desc_t fw_md, fw5;
+        dnnl_memory_desc_t fw_md;
         dnnl_dims_t pd4;
         for (int k = 0; k < 4; k++)
             pd4[k] = wp->dims[k];
-        dnnl_memory_desc_init_by_tag(&fw_md, 4, pd4, dnnl_f32, dnnl_abcd);
+        md_make(&fw_md, 4, pd4, dnnl_abcd);
         int fw, fwv;
         step *f;
         if ((rc = new_buf(p, &fw_md, BUF_ARENA, NULL, &fw)) ||
@@ -632,12 +639,8 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         f->prep = 1;
         step_buf(p, f, 0, fw);
         step_buf(p, f, 1, b);
-        fwv = fw;
-        if (want_w.ndims == 5) {
-            dnnl_memory_desc_init_by_tag(&fw5, 5, want_w.dims, dnnl_f32, dnnl_abcde);
-            if ((rc = view_buf(p, fw, &fw5, &fwv)))
-                goto fail;
-        }
+        if ((rc = grouped_view(p, fw, &want_w, &fwv)))
+            goto fail;
         if (dnnl_memory_desc_equal(&p->bufs[fwv].md, &want_w)) {
             w = fwv;
         } else {
@@ -724,12 +727,12 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
     dnnl_memory_desc_t src = p->bufs[p->out[x]].md, wei, bia, dst;
     (void)xn;
     dnnl_dims_t wd = {n->out_channels, xn->dims[0]};
-    dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_f32, dnnl_format_tag_any);
+    md_make(&wei, 2, wd, dnnl_format_tag_any);
     dnnl_dims_t bd = {n->out_channels};
-    dnnl_memory_desc_init_by_tag(&bia, 1, bd, dnnl_f32, dnnl_a);
+    md_make(&bia, 1, bd, dnnl_a);
     any_md(n, p->N, &dst);
-    dnnl_inner_product_desc_t d;
-    DN(dnnl_inner_product_forward_desc_init(
+    op_desc d;
+    DN(desc_ip_fwd(
            &d, training ? dnnl_forward_training : dnnl_forward_inference, &src, &wei,
            n->bias ? &bia : NULL, &dst),
        n->name);
@@ -764,34 +767,6 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
 
 /* fuse_relu >= 0: training with the ReLU node fuse_relu applied by the
  * BatchNorm itself (dnnl_fuse_norm_relu; backward uses its workspace). */
-/* The view (bnorm.h) of an N-image activation in layout md, if the
- * library's BatchNorm kernels can address it. */
-static int bn_md_view(const dnnl_memory_desc_t *md, bn_view *v)
-{
-    if (md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked ||
-        (md->ndims != 4 && md->ndims != 2))
-        return 0;
-    const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
-    v->n = md->dims[0];
-    v->c = md->dims[1];
-    v->h = md->ndims == 4 ? md->dims[2] : 1;
-    v->w = md->ndims == 4 ? md->dims[3] : 1;
-    v->sn = bd->strides[0];
-    v->sc = bd->strides[1];
-    v->sh = md->ndims == 4 ? bd->strides[2] : 0;
-    v->sw = md->ndims == 4 ? bd->strides[3] : 0;
-    v->cb = 1;
-    if (bd->inner_nblks == 1 && bd->inner_idxs[0] == 1 && bd->inner_blks[0] <= 64)
-        v->cb = bd->inner_blks[0];
-    else if (bd->inner_nblks != 0)
-        return 0;
-    v->cpad = md->padded_dims[1];
-    if (md->offset0 != 0 || md->padded_dims[0] != md->dims[0] ||
-        (md->ndims == 4 && (md->padded_dims[2] != md->dims[2] || md->padded_dims[3] != md->dims[3])))
-        return 0;
-    return 1;
-}
-
 static int step_argb(const step *s, int kind)
 {
     for (int a = 0; a < s->nargs; a++)
@@ -809,10 +784,10 @@ static int fwd_batchnorm_own(plan *p, distill_model *m, int i, int fuse_relu, co
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[x]].md, cmd;
     dnnl_dims_t cd = {n->dims[0]};
-    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    md_make(&cmd, 1, cd, dnnl_a);
     dnnl_memory_desc_t kmd;
     dnnl_dims_t kd = {(dnnl_dim_t)bn_coef_floats(v)};
-    dnnl_memory_desc_init_by_tag(&kmd, 1, kd, dnnl_f32, dnnl_a);
+    md_make(&kmd, 1, kd, dnnl_a);
     int o, mean, var, coef, rc;
     if ((rc = new_buf(p, &data, BUF_ARENA, NULL, &o)) ||
         (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &mean)) ||
@@ -849,12 +824,12 @@ static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fus
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
     bn_view v;
-    if (training && bn_md_view(&data, &v))
+    if (training && md_bn_view(&data, &v))
         return fwd_batchnorm_own(p, m, i, fuse_relu, &v);
     unsigned flags = dnnl_use_scale | dnnl_use_shift | (training ? 0 : dnnl_use_global_stats) |
                      (fuse_relu >= 0 ? dnnl_fuse_norm_relu : 0);
-    dnnl_batch_normalization_desc_t d;
-    DN(dnnl_batch_normalization_forward_desc_init(
+    op_desc d;
+    DN(desc_bnorm_fwd(
            &d, training ? dnnl_forward_training : dnnl_forward_inference, &data, n->eps, flags),
        n->name);
     step *s;
@@ -935,8 +910,8 @@ static int fwd_eltwise(plan *p, distill_model *m, int i, int training)
     /* the *_use_dst_for_bwd forms must also be used forward so that the
      * backward primitive finds a matching hint */
     eltwise_alg(n, &alg, &a, &b, training);
-    dnnl_eltwise_desc_t d;
-    DN(dnnl_eltwise_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+    op_desc d;
+    DN(desc_eltwise_fwd(&d, training ? dnnl_forward_training : dnnl_forward_inference,
                                       alg, &data, a, b),
        n->name);
     step *s;
@@ -986,8 +961,8 @@ static int fwd_pool(plan *p, distill_model *m, int i, int training)
     dnnl_alg_kind_t alg;
     dnnl_dims_t st, k, pl, pr;
     pool_params(n, xn, &alg, st, k, pl, pr);
-    dnnl_pooling_desc_t d;
-    DN(dnnl_pooling_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+    op_desc d;
+    DN(desc_pool_fwd(&d, training ? dnnl_forward_training : dnnl_forward_inference,
                                       alg, &src, &dst, st, k, pl, pr),
        n->name);
     step *s;
@@ -1015,8 +990,8 @@ static int fwd_pool(plan *p, distill_model *m, int i, int training)
 
 static int binary_add_step(plan *p, const distill_model *m, int node, int a, int b, int dst)
 {
-    dnnl_binary_desc_t d;
-    DN(dnnl_binary_desc_init(&d, dnnl_binary_add, &p->bufs[a].md, &p->bufs[b].md,
+    op_desc d;
+    DN(desc_binary(&d, dnnl_binary_add, &p->bufs[a].md, &p->bufs[b].md,
                              &p->bufs[dst].md),
        nname(m, node));
     step *s;
@@ -1062,7 +1037,7 @@ static int fwd_concat(plan *p, distill_model *m, int i)
     dnnl_primitive_attr_create(&attr);
     dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     dnnl_primitive_desc_t pd;
-    dnnl_status_t st = dnnl_concat_primitive_desc_create(&pd, NULL, n->n_inputs, 1, mds, attr, eng);
+    dnnl_status_t st = concat_pd_create(&pd, n->n_inputs, 1, mds, attr, eng);
     dnnl_primitive_attr_destroy(attr);
     xfree(mds);
     if (st != dnnl_success)
@@ -1136,8 +1111,8 @@ static int fwd_softmax(plan *p, distill_model *m, int i, int training)
     const node *n = &m->nodes[i];
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[x]].md;
-    dnnl_softmax_desc_t d;
-    DN(dnnl_softmax_forward_desc_init(&d, training ? dnnl_forward_training : dnnl_forward_inference,
+    op_desc d;
+    DN(desc_softmax_fwd(&d, training ? dnnl_forward_training : dnnl_forward_inference,
                                       &data, 1),
        n->name);
     step *s;
@@ -1239,22 +1214,19 @@ static int conv_bwd_pd(plan *p, const distill_model *m, int i, const dnnl_memory
                        const dnnl_memory_desc_t *d_md, int weights, dnnl_primitive_desc_t *out)
 {
     const node *n = &m->nodes[i];
-    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pad = {n->ph, n->pw};
+    dnnl_dims_t strides, dil, pad;
+    conv_geom(n, strides, dil, pad);
     dnnl_memory_desc_t s_any, d_any;
-    dnnl_memory_desc_init_by_tag(&s_any, s_md->ndims, s_md->dims, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&d_any, d_md->ndims, d_md->dims, dnnl_f32, dnnl_format_tag_any);
+    md_make(&s_any, s_md->ndims, s_md->dims, dnnl_format_tag_any);
+    md_make(&d_any, d_md->ndims, d_md->dims, dnnl_format_tag_any);
     const dnnl_memory_desc_t *try_s[3] = {s_md, &s_any, &s_any}, *try_d[3] = {d_md, d_md, &d_any};
     dnnl_primitive_desc_t first = NULL;
     int rc = DISTILL_OK;
     for (int k = 0; k < 3; k++) {
-        dnnl_convolution_desc_t cd;
+        op_desc cd;
         dnnl_status_t st =
-            weights ? dnnl_dilated_convolution_backward_weights_desc_init(
-                          &cd, dnnl_convolution_direct, try_s[k], w_md, b_md, try_d[k], strides,
-                          dil, pad, pad)
-                    : dnnl_dilated_convolution_backward_data_desc_init(
-                          &cd, dnnl_convolution_direct, try_s[k], w_md, try_d[k], strides, dil,
-                          pad, pad);
+            weights ? desc_conv_bwd_weights(&cd, try_s[k], w_md, b_md, try_d[k], strides, dil, pad)
+                    : desc_conv_bwd_data(&cd, try_s[k], w_md, try_d[k], strides, dil, pad);
         dnnl_primitive_desc_t pd;
         if (st != dnnl_success) {
             rc = seterr(DISTILL_EBACKEND, "conv2d '%s': %s", n->name, dnnl_status2str(st));
@@ -1293,9 +1265,9 @@ static int bwd_conv(plan *p, distill_model *m, int i)
     /* backward weights: dW (and db) into temporaries, then += into the grad block */
     {
         dnnl_memory_desc_t dw_any, db;
-        dnnl_memory_desc_init_by_tag(&dw_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        md_make(&dw_any, w_md.ndims, w_md.dims, dnnl_format_tag_any);
         dnnl_dims_t bd = {n->out_channels};
-        dnnl_memory_desc_init_by_tag(&db, 1, bd, dnnl_f32, dnnl_a);
+        md_make(&db, 1, bd, dnnl_a);
         dnnl_primitive_desc_t pd;
         if ((rc = conv_bwd_pd(p, m, i, &src_md, &dw_any, n->bias ? &db : NULL, &dd, 1, &pd)))
             return rc;
@@ -1315,18 +1287,11 @@ static int bwd_conv(plan *p, distill_model *m, int i)
         step_arg(p, s, DNNL_ARG_DIFF_WEIGHTS, dw);
         if (n->bias)
             step_arg(p, s, DNNL_ARG_DIFF_BIAS, dbias);
-        /* grouped weights are 5-D in oneDNN, 4-D (O, I/g, kh, kw) in the model:
-         * view the temporary through the plain 4-D param layout */
-        if (n->groups > 1) {
-            dnnl_memory_desc_t plain5;
-            dnnl_memory_desc_init_by_tag(&plain5, 5, w_md.dims, dnnl_f32, dnnl_abcde);
-            int g, gv;
-            if ((rc = param_buf(p, m, n->param_first, 1, &g)) ||
-                (rc = view_buf(p, g, &plain5, &gv)) || (rc = reorder_step(p, m, i, dw, gv, 1)))
-                return rc;
-        } else if ((rc = grad_accumulate(p, m, i, n->param_first, dw))) {
+        /* += into the model's gradient block (grouped: its 5-D view) */
+        int g, gv;
+        if ((rc = param_buf(p, m, n->param_first, 1, &g)) ||
+            (rc = grouped_view(p, g, &w_md, &gv)) || (rc = reorder_step(p, m, i, dw, gv, 1)))
             return rc;
-        }
         if (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias)))
             return rc;
     }
@@ -1337,7 +1302,7 @@ static int bwd_conv(plan *p, distill_model *m, int i)
     {
         contrib c;
         dnnl_memory_desc_t x_md = p->bufs[p->out[x]].md, w_any;
-        dnnl_memory_desc_init_by_tag(&w_any, w_md.ndims, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        md_make(&w_any, w_md.ndims, w_md.dims, dnnl_format_tag_any);
         dnnl_primitive_desc_t pd;
         if ((rc = conv_bwd_pd(p, m, i, &x_md, &w_any, NULL, &dd, 0, &pd)))
             return rc;
@@ -1349,21 +1314,8 @@ static int bwd_conv(plan *p, distill_model *m, int i)
             /* a second copy of the weights in the layout backward-data wants */
             int ext;
             if ((rc = param_buf(p, m, n->param_first, 0, &ext)) ||
-                (rc = new_buf(p, &want_w, BUF_ARENA, NULL, &wb))) {
-                dnnl_primitive_desc_destroy(pd);
-                return rc;
-            }
-            if (n->groups > 1) {
-                dnnl_memory_desc_t plain5;
-                dnnl_memory_desc_init_by_tag(&plain5, 5, w_md.dims, dnnl_f32, dnnl_abcde);
-                int v;
-                if ((rc = view_buf(p, ext, &plain5, &v))) {
-                    dnnl_primitive_desc_destroy(pd);
-                    return rc;
-                }
-                ext = v;
-            }
-            if ((rc = reorder_step(p, m, i, ext, wb, 0))) {
+                (rc = new_buf(p, &want_w, BUF_ARENA, NULL, &wb)) ||
+                (rc = grouped_view(p, ext, &w_md, &ext)) || (rc = reorder_step(p, m, i, ext, wb, 0))) {
                 dnnl_primitive_desc_destroy(pd);
                 return rc;
             }
@@ -1393,11 +1345,11 @@ static int bwd_linear(plan *p, distill_model *m, int i)
     int rc;
     {
         dnnl_memory_desc_t dw_any, db;
-        dnnl_memory_desc_init_by_tag(&dw_any, 2, w_md.dims, dnnl_f32, dnnl_format_tag_any);
+        md_make(&dw_any, 2, w_md.dims, dnnl_format_tag_any);
         dnnl_dims_t bd = {n->out_channels};
-        dnnl_memory_desc_init_by_tag(&db, 1, bd, dnnl_f32, dnnl_a);
-        dnnl_inner_product_desc_t d;
-        DN(dnnl_inner_product_backward_weights_desc_init(&d, &src_md, &dw_any,
+        md_make(&db, 1, bd, dnnl_a);
+        op_desc d;
+        DN(desc_ip_bwd_weights(&d, &src_md, &dw_any,
                                                          n->bias ? &db : NULL, &dd),
            n->name);
         step *s;
@@ -1424,8 +1376,8 @@ static int bwd_linear(plan *p, distill_model *m, int i)
     {
         contrib c;
         dnnl_memory_desc_t ds_md = p->bufs[p->out[x]].md;
-        dnnl_inner_product_desc_t d;
-        DN(dnnl_inner_product_backward_data_desc_init(&d, &ds_md, &w_md, &dd), n->name);
+        op_desc d;
+        DN(desc_ip_bwd_data(&d, &ds_md, &w_md, &dd), n->name);
         step *s;
         if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
             return rc;
@@ -1449,7 +1401,7 @@ static int bwd_batchnorm_own(plan *p, distill_model *m, int i)
         mean = step_argb(f, DNNL_ARG_MEAN), var = step_argb(f, DNNL_ARG_VARIANCE);
     dnnl_memory_desc_t cmd;
     dnnl_dims_t cd = {n->dims[0]};
-    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    md_make(&cmd, 1, cd, dnnl_a);
     int dsc, dsh, rc;
     contrib c;
     if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
@@ -1484,9 +1436,9 @@ static int bwd_batchnorm(plan *p, distill_model *m, int i)
     int src = f->argb[0], sc = f->argb[1], sh = f->argb[2], mean = f->argb[3], var = f->argb[4];
     dnnl_memory_desc_t data = p->bufs[src].md, dd = p->bufs[p->diff[i]].md;
     int ws = f->b[0];
-    dnnl_batch_normalization_desc_t d;
-    DN(dnnl_batch_normalization_backward_desc_init(
-           &d, dnnl_backward, &dd, &data, n->eps,
+    op_desc d;
+    DN(desc_bnorm_bwd(
+           &d, &dd, &data, n->eps,
            dnnl_use_scale | dnnl_use_shift | (ws >= 0 ? dnnl_fuse_norm_relu : 0)),
        n->name);
     step *s;
@@ -1496,7 +1448,7 @@ static int bwd_batchnorm(plan *p, distill_model *m, int i)
     int si = (int)(s - p->steps), dsc, dsh;
     dnnl_memory_desc_t cmd;
     dnnl_dims_t cd = {n->dims[0]};
-    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    md_make(&cmd, 1, cd, dnnl_a);
     contrib c;
     if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
         (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
@@ -1531,8 +1483,8 @@ static int bwd_eltwise(plan *p, distill_model *m, int i)
                   alg == dnnl_eltwise_clip_v2_use_dst_for_bwd;
     int data = use_dst ? p->out[i] : p->out[x];
     dnnl_memory_desc_t dmd = p->bufs[data].md, dd = p->bufs[p->diff[i]].md;
-    dnnl_eltwise_desc_t d;
-    DN(dnnl_eltwise_backward_desc_init(&d, alg, &dd, &dmd, a, b), n->name);
+    op_desc d;
+    DN(desc_eltwise_bwd(&d, alg, &dd, &dmd, a, b), n->name);
     step *s;
     int rc;
     if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
@@ -1559,8 +1511,8 @@ static int bwd_pool(plan *p, distill_model *m, int i)
     dnnl_dims_t st, k, pl, pr;
     pool_params(n, xn, &alg, st, k, pl, pr);
     dnnl_memory_desc_t ds = p->bufs[p->out[x]].md, dd = p->bufs[p->diff[i]].md;
-    dnnl_pooling_desc_t d;
-    DN(dnnl_pooling_backward_desc_init(&d, alg, &ds, &dd, st, k, pl, pr), n->name);
+    op_desc d;
+    DN(desc_pool_bwd(&d, alg, &ds, &dd, st, k, pl, pr), n->name);
     step *s;
     int rc;
     if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
@@ -1582,8 +1534,8 @@ static int bwd_softmax(plan *p, distill_model *m, int i)
     const node *n = &m->nodes[i];
     int x = n->inputs[0];
     dnnl_memory_desc_t data = p->bufs[p->out[i]].md, dd = p->bufs[p->diff[i]].md;
-    dnnl_softmax_desc_t d;
-    DN(dnnl_softmax_backward_desc_init(&d, &dd, &data, 1), n->name);
+    op_desc d;
+    DN(desc_softmax_bwd(&d, &dd, &data, 1), n->name);
     step *s;
     int rc;
     if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
@@ -1616,7 +1568,7 @@ static int bwd_concat(plan *p, distill_model *m, int i)
         so[1] = off;
         dnnl_memory_desc_t sub;
         int srcbuf = D;
-        if (dnnl_memory_desc_init_submemory(&sub, &dmd, sd, so) != dnnl_success) {
+        if (md_sub(&sub, &dmd, sd, so) != dnnl_success) {
             /* blocked layout and a channel offset inside a block: slice a
              * plain copy instead */
             if (plainD < 0) {
@@ -1627,7 +1579,7 @@ static int bwd_concat(plan *p, distill_model *m, int i)
                     return rc;
             }
             srcbuf = plainD;
-            DN(dnnl_memory_desc_init_submemory(&sub, &p->bufs[plainD].md, sd, so), n->name);
+            DN(md_sub(&sub, &p->bufs[plainD].md, sd, so), n->name);
         }
         int v;
         if ((rc = view_buf(p, srcbuf, &sub, &v)) || (rc = contrib_copy(p, m, i, x, v)))
@@ -1864,8 +1816,7 @@ static int finalize(plan *p, const distill_model *m)
     if (p->red_size && !(p->red = xmalloc(p->red_size * sizeof *p->red)))
         return DISTILL_ENOMEM;
     dnnl_memory_desc_t smd;
-    dnnl_dims_t sd = {(dnnl_dim_t)(p->scratch_size ? p->scratch_size : 1)};
-    dnnl_memory_desc_init_by_tag(&smd, 1, sd, dnnl_u8, dnnl_a);
+    md_bytes(&smd, p->scratch_size ? p->scratch_size : 1);
     DN(dnnl_memory_create(&p->scratch_mem, &smd, eng, p->scratch ? p->scratch : DNNL_MEMORY_NONE),
        "plan");
     for (int b = 0; b < p->nbufs; b++) {
@@ -2281,7 +2232,7 @@ static void k_bn_fwd(plan *p, distill_model *m, const step *s)
     const node *n = &m->nodes[s->node];
     int src = step_argb(s, DNNL_ARG_SRC);
     bn_view v;
-    bn_md_view(&p->bufs[src].md, &v); /* checked when the plan was built */
+    md_bn_view(&p->bufs[src].md, &v); /* checked when the plan was built */
     bn_forward_train(&v, buf_ptr(p, src), buf_ptr(p, step_argb(s, DNNL_ARG_DST)),
                      param_data(m, &m->params[n->param_first]),
                      param_data(m, &m->params[n->param_first + 1]), n->eps, (int)s->i0,
@@ -2295,7 +2246,7 @@ static void k_bn_bwd(plan *p, distill_model *m, const step *s)
     const node *n = &m->nodes[s->node];
     int src = step_argb(s, DNNL_ARG_SRC), relu = (int)s->i0;
     bn_view v;
-    bn_md_view(&p->bufs[src].md, &v);
+    md_bn_view(&p->bufs[src].md, &v);
     bn_backward(&v, buf_ptr(p, src), buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_DST)),
                 buf_ptr(p, step_argb(s, DNNL_ARG_DIFF_SRC)),
                 param_data(m, &m->params[n->param_first]),
