@@ -1,314 +1,15 @@
 /*
- * onednn.c - the execution engine: turns a model's graph into a plan of
- * oneDNN primitives for one batch size and mode, and runs it.
- *
- * This folder is the only place that includes dnnl.h.
- *
- * A plan is built once per (batch size, mode) and cached on the model:
- *
- *   - buffers: every activation, gradient, workspace and converted weight
- *     is a "buffer" with a oneDNN memory descriptor.  Activations keep the
- *     layout the primitives choose (format_tag_any, usually nChw16c);
- *     reorders happen only where a consumer needs another layout, at the
- *     input, and where values cross the API.
- *   - steps: the forward pass, then (training) the backward pass, as one
- *     list of (primitive, arguments) or small library kernels.  Nothing is
- *     created or allocated when a plan runs.
- *   - one arena: each buffer's lifetime is the span of steps that use it;
- *     buffers whose lifetimes do not overlap share memory.  Outputs of kept
- *     nodes live for the whole plan, so taps can be read after forward.
- *   - one scratchpad, shared by all primitives (user scratchpad mode).
- *   - inference of a large batch whose only readable node is the output
- *     runs in micro-batches (chunk_size()): the arena shrinks to a few
- *     images' activations, which also stay in the caches between layers.
- *
- * Backward accumulates parameter gradients into the model's gradient block
- * (reorder with a sum post-op); where a node's output feeds several
- * consumers, their gradients are summed into one buffer.
+ * onednn.c - the execution engine: every op's forward and backward
+ * builders, plan building and caching, the library's own kernels and the
+ * public forward/backward calls.  The plan types and the helpers that make
+ * buffers and steps are in engine_impl.h and plan.c.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <dnnl.h>
-#include <dnnl_debug.h>
-
-#include "backend/bnorm.h"
-#include "backend/dnnl_compat.h"
-#include "nn/graph.h"
-#include "tensor_internal.h"
-
-/* ------------------------------------------------------------ engine */
-
-static dnnl_engine_t g_engine;
-static dnnl_status_t g_engine_status = dnnl_success;
-static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
-
-static void engine_init_once(void)
-{
-    g_engine_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
-}
-
-static int get_engine(dnnl_engine_t *e)
-{
-    pthread_once(&g_engine_once, engine_init_once);
-    if (g_engine_status != dnnl_success)
-        return seterr(DISTILL_EBACKEND, "oneDNN: cannot create the CPU engine: %s",
-                      dnnl_status2str(g_engine_status));
-    *e = g_engine;
-    return DISTILL_OK;
-}
-
-/* ------------------------------------------------------------ plan types */
-
-enum { BUF_ARENA = 0, BUF_EXTERNAL = 1 };
-
-typedef struct buf {
-    dnnl_memory_desc_t md;
-    size_t size;
-    int kind;
-    int alias;        /* -1, or the buffer whose memory this one views */
-    void *ext;        /* BUF_EXTERNAL: fixed pointer (NULL: set at run time) */
-    int first, last;  /* step indexes of first and last use */
-    size_t offset;    /* in the arena */
-    dnnl_memory_t mem;
-} buf;
-
-#define MAX_ARGS 12
-
-enum {
-    K_PRIM = 0,
-    K_BN_STATS,     /* update running stats: b0 mean, b1 var; node */
-    K_ADD_INTO,     /* grad[dst ext] += b0 (plain, numel i0) */
-    K_DROPOUT_FWD,  /* b0 in, b1 mask, b2 out; f0 = p */
-    K_DROPOUT_BWD,  /* b0 diff_dst, b1 mask, b2 target; i0 = accumulate */
-    K_ZERO,         /* b0 = 0 */
-    K_FOLD,         /* fold BatchNorm (node i0) into conv (node): b0 weights, b1 bias */
-    K_BN_FWD,       /* BatchNorm forward, training (bnorm.c); args; i0 = fused ReLU */
-    K_BN_BWD        /* BatchNorm backward (bnorm.c); args; i0 = fused ReLU */
-};
-
-typedef struct step {
-    int kind;
-    int node;
-    dnnl_primitive_t prim;
-    dnnl_primitive_desc_t pd;
-    int nargs;
-    int argk[MAX_ARGS];
-    int argb[MAX_ARGS];
-    dnnl_exec_arg_t args[MAX_ARGS + 1];
-    int b[4];
-    int64_t i0;
-    float f0;
-    int prep;       /* prepares weights: skipped once done for a frozen model */
-} step;
-
-typedef struct plan {
-    struct plan *next;
-    int64_t N;
-    int training;
-    uint64_t version;
-    int n_nodes;      /* of the model when the plan was built */
-
-    buf *bufs;
-    int nbufs, capbufs;
-    step *steps;
-    int nsteps, capsteps;
-    int fwd_end;      /* steps [0, fwd_end) are the forward pass */
-
-    int *out;         /* per node: buffer of its output */
-    int *diff;        /* per node: buffer of the gradient of its output, or -1 */
-    int *inj;         /* per node: external buffer for an injected gradient, or -1 */
-    int *inj_step;    /* per node: the step that copies it in, or -1 */
-    int *fwd_pd;      /* per node: step holding the forward pd (hint), or -1 */
-    int input_ext;    /* external buffer of the input batch */
-    int input_diff;   /* buffer of the gradient w.r.t. the input, or -1 */
-
-    /* reading outputs: per node, lazily made reorder to a plain external buffer */
-    dnnl_primitive_t *read_prim;
-    dnnl_memory_t *read_mem;
-
-    void *arena;
-    size_t arena_size;
-    void *scratch;
-    size_t scratch_size;
-    dnnl_memory_t scratch_mem;
-    double *red;      /* reductions of the library's BatchNorm kernels */
-    size_t red_size;  /* doubles */
-    dnnl_stream_t stream;
-
-    uint64_t dropout_seed;
-    int have_forward;  /* a forward ran on this plan since it was built */
-    int have_backward;
-    int prepped;       /* prep steps have run (frozen models run them once) */
-} plan;
-
-/* ------------------------------------------------------------ helpers */
-
-#define DN(call, what)                                                                     \
-    do {                                                                                   \
-        dnnl_status_t st_ = (call);                                                        \
-        if (st_ != dnnl_success)                                                           \
-            return seterr(DISTILL_EBACKEND, "%s: oneDNN %s failed: %s", what, #call,        \
-                          dnnl_status2str(st_));                                           \
-    } while (0)
-
-static int new_buf(plan *p, const dnnl_memory_desc_t *md_in, int kind, void *ext, int *id)
-{
-    /* md_in may point into p->bufs, which the realloc below can move */
-    dnnl_memory_desc_t md_copy = *md_in;
-    const dnnl_memory_desc_t *md = &md_copy;
-    if (p->nbufs == p->capbufs) {
-        int cap = p->capbufs ? p->capbufs * 2 : 64;
-        buf *nb = xrealloc(p->bufs, (size_t)cap * sizeof *nb);
-        if (!nb)
-            return DISTILL_ENOMEM;
-        p->bufs = nb;
-        p->capbufs = cap;
-    }
-    buf *b = &p->bufs[p->nbufs];
-    memset(b, 0, sizeof *b);
-    b->md = *md;
-    b->size = dnnl_memory_desc_get_size(md);
-    b->kind = kind;
-    b->alias = -1;
-    b->ext = ext;
-    b->first = -1;
-    b->last = -1;
-    *id = p->nbufs++;
-    return DISTILL_OK;
-}
-
-static int view_buf(plan *p, int of, const dnnl_memory_desc_t *md, int *id)
-{
-    while (p->bufs[of].alias >= 0)
-        of = p->bufs[of].alias;
-    int rc = new_buf(p, md, p->bufs[of].kind, p->bufs[of].ext, id);
-    if (rc)
-        return rc;
-    p->bufs[*id].alias = of;
-    return DISTILL_OK;
-}
-
-static int root(const plan *p, int id)
-{
-    while (p->bufs[id].alias >= 0)
-        id = p->bufs[id].alias;
-    return id;
-}
-
-static void use(plan *p, int id, int at)
-{
-    buf *b = &p->bufs[root(p, id)];
-    if (b->first < 0 || at < b->first)
-        b->first = at;
-    if (at > b->last)
-        b->last = at;
-}
-
-static int new_step(plan *p, int kind, int node, step **out)
-{
-    if (p->nsteps == p->capsteps) {
-        int cap = p->capsteps ? p->capsteps * 2 : 64;
-        step *ns = xrealloc(p->steps, (size_t)cap * sizeof *ns);
-        if (!ns)
-            return DISTILL_ENOMEM;
-        p->steps = ns;
-        p->capsteps = cap;
-    }
-    step *s = &p->steps[p->nsteps++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    s->node = node;
-    s->b[0] = s->b[1] = s->b[2] = s->b[3] = -1;
-    *out = s;
-    return DISTILL_OK;
-}
-
-static void step_arg(plan *p, step *s, int kind, int b)
-{
-    s->argk[s->nargs] = kind;
-    s->argb[s->nargs] = b;
-    s->nargs++;
-    use(p, b, (int)(s - p->steps));
-}
-
-static void step_buf(plan *p, step *s, int slot, int b)
-{
-    s->b[slot] = b;
-    use(p, b, (int)(s - p->steps));
-}
-
-static int kept(const distill_model *m, int i);
-
-/* Does backward compute the gradient of node x's output?  Every node but
- * the input; the input only when it is kept (it costs a backward-data pass
- * of the first layer, which training does not need). */
-static int wants_grad(const distill_model *m, int x)
-{
-    return x != 0 || kept(m, 0);
-}
-
-static const char *nname(const distill_model *m, int i)
-{
-    return i >= 0 ? m->nodes[i].name : "(plan)";
-}
-
-/* Create a primitive descriptor (user scratchpad, optional post-ops). */
-static int make_pd(plan *p, const distill_model *m, int node, const op_desc *od,
-                   const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post,
-                   dnnl_primitive_desc_t *out)
-{
-    dnnl_engine_t eng = NULL;
-    int rc = get_engine(&eng);
-    if (rc)
-        return rc;
-    dnnl_primitive_attr_t attr;
-    DN(dnnl_primitive_attr_create(&attr), nname(m, node));
-    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (post)
-        dnnl_primitive_attr_set_post_ops(attr, post);
-    dnnl_status_t st = pd_create(out, od, attr, eng, hint);
-    dnnl_primitive_attr_destroy(attr);
-    if (st != dnnl_success)
-        return seterr(DISTILL_EBACKEND, "%s '%s': oneDNN has no implementation for this shape: %s",
-                      node >= 0 ? distill_op_name(m->nodes[node].op) : "plan", nname(m, node),
-                      dnnl_status2str(st));
-    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(*out, dnnl_query_scratchpad_md, 0);
-    if (sp && dnnl_memory_desc_get_size(sp) > p->scratch_size)
-        p->scratch_size = dnnl_memory_desc_get_size(sp);
-    return DISTILL_OK;
-}
-
-/* Append a step running the primitive of `pd`; the step takes ownership of
- * pd (even on failure). */
-static int add_prim(plan *p, const distill_model *m, int node, dnnl_primitive_desc_t pd,
-                    step **out)
-{
-    step *s;
-    int rc = new_step(p, K_PRIM, node, &s);
-    if (rc) {
-        dnnl_primitive_desc_destroy(pd);
-        return rc;
-    }
-    s->pd = pd;
-    dnnl_status_t st = dnnl_primitive_create(&s->prim, pd);
-    if (st != dnnl_success)
-        return seterr(DISTILL_EBACKEND, "'%s': oneDNN primitive creation failed: %s",
-                      nname(m, node), dnnl_status2str(st));
-    *out = s;
-    return DISTILL_OK;
-}
-
-static int prim_step(plan *p, const distill_model *m, int node, const op_desc *od,
-                     const_dnnl_primitive_desc_t hint, const_dnnl_post_ops_t post, step **out)
-{
-    dnnl_primitive_desc_t pd;
-    int rc = make_pd(p, m, node, od, hint, post, &pd);
-    return rc ? rc : add_prim(p, m, node, pd, out);
-}
+#include "backend/engine_impl.h"
 
 /* Whether pd runs one of oneDNN's reference (not jit) implementations. */
 static int pd_is_ref(const_dnnl_primitive_desc_t pd)
@@ -317,146 +18,6 @@ static int pd_is_ref(const_dnnl_primitive_desc_t pd)
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
         return 0;
     return strncmp(impl, "ref", 3) == 0;
-}
-
-static const dnnl_memory_desc_t *pd_md(const_dnnl_primitive_desc_t pd, dnnl_query_t what, int idx)
-{
-    return dnnl_primitive_desc_query_md(pd, what, idx);
-}
-
-static const dnnl_memory_desc_t *qmd(const step *s, dnnl_query_t what, int idx)
-{
-    return dnnl_primitive_desc_query_md(s->pd, what, idx);
-}
-
-/* A reorder step src -> dst (optionally accumulating: dst += src). */
-static int reorder_step(plan *p, const distill_model *m, int node, int src, int dst, int accumulate)
-{
-    dnnl_engine_t eng = NULL;
-    int rc = get_engine(&eng);
-    if (rc)
-        return rc;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_post_ops_t po = NULL;
-    if (accumulate) {
-        DN(dnnl_primitive_attr_create(&attr), nname(m, node));
-        DN(dnnl_post_ops_create(&po), nname(m, node));
-        po_sum(po);
-        dnnl_primitive_attr_set_post_ops(attr, po);
-        dnnl_post_ops_destroy(po);
-    }
-    dnnl_primitive_desc_t pd;
-    dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &p->bufs[src].md, eng,
-                                                          &p->bufs[dst].md, eng, attr);
-    if (attr)
-        dnnl_primitive_attr_destroy(attr);
-    if (st != dnnl_success)
-        return seterr(DISTILL_EBACKEND, "'%s': oneDNN reorder failed: %s", nname(m, node),
-                      dnnl_status2str(st));
-    step *s;
-    if ((rc = new_step(p, K_PRIM, node, &s))) {
-        dnnl_primitive_desc_destroy(pd);
-        return rc;
-    }
-    s->pd = pd;
-    st = dnnl_primitive_create(&s->prim, pd);
-    if (st != dnnl_success)
-        return seterr(DISTILL_EBACKEND, "'%s': oneDNN reorder creation failed: %s",
-                      nname(m, node), dnnl_status2str(st));
-    s->i0 = accumulate;
-    step_arg(p, s, DNNL_ARG_FROM, src);
-    step_arg(p, s, DNNL_ARG_TO, dst);
-    return DISTILL_OK;
-}
-
-/* Plain (row-major) md for a node's batch tensor. */
-static void plain_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
-{
-    dnnl_dims_t d;
-    if (n->rank == 3) {
-        d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
-        md_make(md, 4, d, dnnl_nchw);
-    } else {
-        d[0] = N, d[1] = n->dims[0];
-        md_make(md, 2, d, dnnl_nc);
-    }
-}
-
-static void any_md(const node *n, int64_t N, dnnl_memory_desc_t *md)
-{
-    dnnl_dims_t d;
-    if (n->rank == 3) {
-        d[0] = N, d[1] = n->dims[0], d[2] = n->dims[1], d[3] = n->dims[2];
-        md_make(md, 4, d, dnnl_format_tag_any);
-    } else {
-        d[0] = N, d[1] = n->dims[0];
-        md_make(md, 2, d, dnnl_format_tag_any);
-    }
-}
-
-/* External plain memory over a parameter tensor (data, grad or stats). */
-static int param_buf(plan *p, distill_model *m, int pi, int grad, int *id)
-{
-    const param *pr = &m->params[pi];
-    dnnl_memory_desc_t md;
-    dnnl_dims_t d;
-    for (int k = 0; k < pr->rank; k++)
-        d[k] = pr->dims[k];
-    static const dnnl_format_tag_t tags[5] = {dnnl_format_tag_undef, dnnl_a, dnnl_ab, dnnl_abc,
-                                              dnnl_abcd};
-    md_make(&md, pr->rank, d, tags[pr->rank]);
-    float *ptr = grad ? param_grad(m, pr) : param_data(m, pr);
-    return new_buf(p, &md, BUF_EXTERNAL, ptr, id);
-}
-
-/* Buffer b, a weight tensor in the model's plain (O, I/G, kH, kW) layout, as
- * the weights of a primitive whose weight descriptor is w: for a grouped
- * conv, oneDNN's 5-D (G, O/G, I/G, kH, kW) view of the same memory; else b. */
-static int grouped_view(plan *p, int b, const dnnl_memory_desc_t *w, int *out)
-{
-    if (w->ndims != 5) {
-        *out = b;
-        return DISTILL_OK;
-    }
-    dnnl_memory_desc_t plain5;
-    md_make(&plain5, 5, w->dims, dnnl_abcde);
-    return view_buf(p, b, &plain5, out);
-}
-
-/* Buffer holding node x's output in layout `want`: the output itself if it
- * matches, else a converted copy made right after x is computed. */
-static int as_layout(plan *p, const distill_model *m, int x, const dnnl_memory_desc_t *want,
-                     int *id)
-{
-    int have = p->out[x];
-    if (dnnl_memory_desc_equal(&p->bufs[have].md, want)) {
-        *id = have;
-        return DISTILL_OK;
-    }
-    int rc = new_buf(p, want, BUF_ARENA, NULL, id);
-    if (rc)
-        return rc;
-    return reorder_step(p, m, x, have, *id, 0);
-}
-
-/* Weights for a primitive: the plain parameter if its layout matches, else a
- * buffer converted at the start of each pass (weights change every step). */
-static int weights_for(plan *p, distill_model *m, int node, int pi,
-                       const dnnl_memory_desc_t *want, int *id)
-{
-    int ext, rc = param_buf(p, m, pi, 0, &ext);
-    if (rc)
-        return rc;
-    if ((rc = grouped_view(p, ext, want, &ext)))
-        return rc;
-    if (dnnl_memory_desc_equal(&p->bufs[ext].md, want)) {
-        *id = ext;
-        return DISTILL_OK;
-    }
-    if ((rc = new_buf(p, want, BUF_ARENA, NULL, id)) || (rc = reorder_step(p, m, node, ext, *id, 0)))
-        return rc;
-    p->steps[p->nsteps - 1].prep = 1;
-    return DISTILL_OK;
 }
 
 /* ------------------------------------------------------------ forward */
@@ -495,8 +56,8 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
     int x = n->inputs[0];
     const node *xn = &m->nodes[x];
     dnnl_memory_desc_t src, wei, bia, dst;
-    any_md(xn, p->N, &src);
-    any_md(n, p->N, &dst);
+    md_any(xn, p->N, &src);
+    md_any(n, p->N, &dst);
     conv_weights_md(n, xn, &wei, &bia);
     dnnl_dims_t strides, dil, pad;
     conv_geom(n, strides, dil, pad);
@@ -505,7 +66,7 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
                      n->bias ? &bia : NULL, &dst, strides, dil, pad),
        n->name);
     dnnl_primitive_desc_t pd;
-    int rc = make_pd(p, m, i, &cd, NULL, NULL, &pd);
+    int rc = pd_make(p, m, i, &cd, NULL, NULL, &pd);
     if (rc)
         return rc;
     int in, w, o;
@@ -515,11 +76,11 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
     step *s;
     if ((rc = as_layout(p, m, x, &want_src, &in)) ||
         (rc = weights_for(p, m, i, n->param_first, &want_w, &w)) ||
-        (rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o))) {
+        (rc = buf_new(p, &want_dst, BUF_ARENA, NULL, &o))) {
         dnnl_primitive_desc_destroy(pd);
         return rc;
     }
-    if ((rc = add_prim(p, m, i, pd, &s)))
+    if ((rc = prim_add(p, m, i, pd, &s)))
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     step_arg(p, s, DNNL_ARG_SRC, in);
@@ -534,7 +95,6 @@ static int fwd_conv(plan *p, distill_model *m, int i, int training)
     p->out[i] = o;
     return DISTILL_OK;
 }
-
 
 /* Inference fusion: a conv whose output only feeds a BatchNorm (folded into
  * the conv's weights and bias), then optionally a ReLU/ReLU6, or an add with
@@ -563,8 +123,8 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
     const node *xn = &m->nodes[x];
     *fused = 0;
     dnnl_memory_desc_t src, wei, bia, dst;
-    any_md(xn, p->N, &src);
-    any_md(&m->nodes[ch->end], p->N, &dst);
+    md_any(xn, p->N, &src);
+    md_any(&m->nodes[ch->end], p->N, &dst);
     conv_weights_md(n, xn, &wei, &bia);
     dnnl_dims_t strides, dil, pad;
     conv_geom(n, strides, dil, pad);
@@ -572,7 +132,7 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
     int has_bias = n->bias || ch->bn >= 0;
     dnnl_primitive_desc_t pd;
     dnnl_engine_t eng = NULL;
-    int rc = get_engine(&eng);
+    int rc = engine_get(&eng);
     if (rc)
         return rc;
     /* the layouts the plain convolution picks; the fused one is asked for
@@ -631,9 +191,9 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         md_make(&fw_md, 4, pd4, dnnl_abcd);
         int fw, fwv;
         step *f;
-        if ((rc = new_buf(p, &fw_md, BUF_ARENA, NULL, &fw)) ||
-            (rc = new_buf(p, &bia, BUF_ARENA, NULL, &b)) ||
-            (rc = new_step(p, K_FOLD, ch->conv, &f)))
+        if ((rc = buf_new(p, &fw_md, BUF_ARENA, NULL, &fw)) ||
+            (rc = buf_new(p, &bia, BUF_ARENA, NULL, &b)) ||
+            (rc = step_new(p, K_FOLD, ch->conv, &f)))
             goto fail;
         f->i0 = ch->bn;
         f->prep = 1;
@@ -644,7 +204,7 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         if (dnnl_memory_desc_equal(&p->bufs[fwv].md, &want_w)) {
             w = fwv;
         } else {
-            if ((rc = new_buf(p, &want_w, BUF_ARENA, NULL, &w)) ||
+            if ((rc = buf_new(p, &want_w, BUF_ARENA, NULL, &w)) ||
                 (rc = reorder_step(p, m, ch->conv, fwv, w, 0)))
                 goto fail;
             p->steps[p->nsteps - 1].prep = 1;
@@ -655,10 +215,10 @@ static int fwd_conv_fused(plan *p, distill_model *m, const chain *ch, int *fused
         if (n->bias && (rc = param_buf(p, m, n->param_first + 1, 0, &b)))
             goto fail;
     }
-    if ((rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o)))
+    if ((rc = buf_new(p, &want_dst, BUF_ARENA, NULL, &o)))
         goto fail;
     step *s;
-    if ((rc = add_prim(p, m, ch->end, pd, &s)))
+    if ((rc = prim_add(p, m, ch->end, pd, &s)))
         return rc;
     step_arg(p, s, DNNL_ARG_SRC, in);
     step_arg(p, s, DNNL_ARG_WEIGHTS, w);
@@ -730,14 +290,14 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
     md_make(&wei, 2, wd, dnnl_format_tag_any);
     dnnl_dims_t bd = {n->out_channels};
     md_make(&bia, 1, bd, dnnl_a);
-    any_md(n, p->N, &dst);
+    md_any(n, p->N, &dst);
     op_desc d;
     DN(desc_ip_fwd(
            &d, training ? dnnl_forward_training : dnnl_forward_inference, &src, &wei,
            n->bias ? &bia : NULL, &dst),
        n->name);
     dnnl_primitive_desc_t pd;
-    int rc = make_pd(p, m, i, &d, NULL, NULL, &pd);
+    int rc = pd_make(p, m, i, &d, NULL, NULL, &pd);
     if (rc)
         return rc;
     dnnl_memory_desc_t want_w = *pd_md(pd, dnnl_query_weights_md, 0);
@@ -745,11 +305,11 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
     int w, o;
     step *s;
     if ((rc = weights_for(p, m, i, n->param_first, &want_w, &w)) ||
-        (rc = new_buf(p, &want_dst, BUF_ARENA, NULL, &o))) {
+        (rc = buf_new(p, &want_dst, BUF_ARENA, NULL, &o))) {
         dnnl_primitive_desc_destroy(pd);
         return rc;
     }
-    if ((rc = add_prim(p, m, i, pd, &s)))
+    if ((rc = prim_add(p, m, i, pd, &s)))
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
@@ -763,16 +323,6 @@ static int fwd_linear(plan *p, distill_model *m, int i, int training)
     step_arg(p, s, DNNL_ARG_DST, o);
     p->out[i] = o;
     return DISTILL_OK;
-}
-
-/* fuse_relu >= 0: training with the ReLU node fuse_relu applied by the
- * BatchNorm itself (dnnl_fuse_norm_relu; backward uses its workspace). */
-static int step_argb(const step *s, int kind)
-{
-    for (int a = 0; a < s->nargs; a++)
-        if (s->argk[a] == kind)
-            return s->argb[a];
-    return -1;
 }
 
 /* Training BatchNorm through the library's kernels (bnorm.c), with sums in
@@ -789,13 +339,13 @@ static int fwd_batchnorm_own(plan *p, distill_model *m, int i, int fuse_relu, co
     dnnl_dims_t kd = {(dnnl_dim_t)bn_coef_floats(v)};
     md_make(&kmd, 1, kd, dnnl_a);
     int o, mean, var, coef, rc;
-    if ((rc = new_buf(p, &data, BUF_ARENA, NULL, &o)) ||
-        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &mean)) ||
-        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &var)) ||
-        (rc = new_buf(p, &kmd, BUF_ARENA, NULL, &coef)))
+    if ((rc = buf_new(p, &data, BUF_ARENA, NULL, &o)) ||
+        (rc = buf_new(p, &cmd, BUF_ARENA, NULL, &mean)) ||
+        (rc = buf_new(p, &cmd, BUF_ARENA, NULL, &var)) ||
+        (rc = buf_new(p, &kmd, BUF_ARENA, NULL, &coef)))
         return rc;
     step *s;
-    if ((rc = new_step(p, K_BN_FWD, i, &s)))
+    if ((rc = step_new(p, K_BN_FWD, i, &s)))
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     s->i0 = fuse_relu >= 0;
@@ -811,7 +361,7 @@ static int fwd_batchnorm_own(plan *p, distill_model *m, int i, int fuse_relu, co
     if (need > p->red_size)
         p->red_size = need;
     step *u;
-    if ((rc = new_step(p, K_BN_STATS, i, &u)))
+    if ((rc = step_new(p, K_BN_STATS, i, &u)))
         return rc;
     step_buf(p, u, 0, mean);
     step_buf(p, u, 1, var);
@@ -838,13 +388,13 @@ static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fus
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     int o, sc, sh, mean, var;
-    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)) ||
+    if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)) ||
         (rc = param_buf(p, m, n->param_first, 0, &sc)) ||
         (rc = param_buf(p, m, n->param_first + 1, 0, &sh)))
         return rc;
     if (training) {
-        if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 1), BUF_ARENA, NULL, &mean)) ||
-            (rc = new_buf(p, qmd(s, dnnl_query_dst_md, 2), BUF_ARENA, NULL, &var)))
+        if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 1), BUF_ARENA, NULL, &mean)) ||
+            (rc = buf_new(p, step_md(s, dnnl_query_dst_md, 2), BUF_ARENA, NULL, &var)))
             return rc;
     } else {
         if ((rc = param_buf(p, m, n->param_first + 2, 0, &mean)) ||
@@ -861,8 +411,8 @@ static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fus
     p->out[i] = o;
     if (fuse_relu >= 0) {
         int ws;
-        const dnnl_memory_desc_t *wmd = qmd(s, dnnl_query_workspace_md, 0);
-        if (!wmd || (rc = new_buf(p, wmd, BUF_ARENA, NULL, &ws)))
+        const dnnl_memory_desc_t *wmd = step_md(s, dnnl_query_workspace_md, 0);
+        if (!wmd || (rc = buf_new(p, wmd, BUF_ARENA, NULL, &ws)))
             return rc ? rc : seterr(DISTILL_EBACKEND, "batchnorm '%s': no workspace", n->name);
         s = &p->steps[p->fwd_pd[i]];
         step_arg(p, s, DNNL_ARG_WORKSPACE, ws);
@@ -871,7 +421,7 @@ static int fwd_batchnorm(plan *p, distill_model *m, int i, int training, int fus
     }
     if (training) {
         step *u;
-        if ((rc = new_step(p, K_BN_STATS, i, &u)))
+        if ((rc = step_new(p, K_BN_STATS, i, &u)))
             return rc;
         step_buf(p, u, 0, mean);
         step_buf(p, u, 1, var);
@@ -920,7 +470,7 @@ static int fwd_eltwise(plan *p, distill_model *m, int i, int training)
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     int o;
-    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+    if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
         return rc;
     s = &p->steps[p->fwd_pd[i]];
     step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
@@ -957,7 +507,7 @@ static int fwd_pool(plan *p, distill_model *m, int i, int training)
     int x = n->inputs[0];
     const node *xn = &m->nodes[x];
     dnnl_memory_desc_t src = p->bufs[p->out[x]].md, dst;
-    any_md(n, p->N, &dst);
+    md_any(n, p->N, &dst);
     dnnl_alg_kind_t alg;
     dnnl_dims_t st, k, pl, pr;
     pool_params(n, xn, &alg, st, k, pl, pr);
@@ -971,11 +521,11 @@ static int fwd_pool(plan *p, distill_model *m, int i, int training)
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     int o, ws = -1;
-    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+    if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
         return rc;
-    const dnnl_memory_desc_t *wmd = qmd(s, dnnl_query_workspace_md, 0);
+    const dnnl_memory_desc_t *wmd = step_md(s, dnnl_query_workspace_md, 0);
     if (wmd && dnnl_memory_desc_get_size(wmd) > 0)
-        if ((rc = new_buf(p, wmd, BUF_ARENA, NULL, &ws)))
+        if ((rc = buf_new(p, wmd, BUF_ARENA, NULL, &ws)))
             return rc;
     s = &p->steps[p->fwd_pd[i]];
     step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
@@ -988,22 +538,6 @@ static int fwd_pool(plan *p, distill_model *m, int i, int training)
     return DISTILL_OK;
 }
 
-static int binary_add_step(plan *p, const distill_model *m, int node, int a, int b, int dst)
-{
-    op_desc d;
-    DN(desc_binary(&d, dnnl_binary_add, &p->bufs[a].md, &p->bufs[b].md,
-                             &p->bufs[dst].md),
-       nname(m, node));
-    step *s;
-    int rc = prim_step(p, m, node, &d, NULL, NULL, &s);
-    if (rc)
-        return rc;
-    step_arg(p, s, DNNL_ARG_SRC_0, a);
-    step_arg(p, s, DNNL_ARG_SRC_1, b);
-    step_arg(p, s, DNNL_ARG_DST, dst);
-    return DISTILL_OK;
-}
-
 static int fwd_add(plan *p, distill_model *m, int i)
 {
     const node *n = &m->nodes[i];
@@ -1012,7 +546,7 @@ static int fwd_add(plan *p, distill_model *m, int i)
      * if it differs (rare: both come from the same kind of primitive) */
     int rc, bb;
     if ((rc = as_layout(p, m, n->inputs[1], &p->bufs[a].md, &bb)) ||
-        (rc = new_buf(p, &p->bufs[a].md, BUF_ARENA, NULL, &o)) ||
+        (rc = buf_new(p, &p->bufs[a].md, BUF_ARENA, NULL, &o)) ||
         (rc = binary_add_step(p, m, i, a, bb, o)))
         return rc;
     p->out[i] = o;
@@ -1028,7 +562,7 @@ static int fwd_concat(plan *p, distill_model *m, int i)
     for (int k = 0; k < n->n_inputs; k++)
         mds[k] = p->bufs[p->out[n->inputs[k]]].md;
     dnnl_engine_t eng = NULL;
-    int rc = get_engine(&eng);
+    int rc = engine_get(&eng);
     if (rc) {
         xfree(mds);
         return rc;
@@ -1043,7 +577,7 @@ static int fwd_concat(plan *p, distill_model *m, int i)
     if (st != dnnl_success)
         return seterr(DISTILL_EBACKEND, "concat '%s': oneDNN: %s", n->name, dnnl_status2str(st));
     step *s;
-    if ((rc = new_step(p, K_PRIM, i, &s))) {
+    if ((rc = step_new(p, K_PRIM, i, &s))) {
         dnnl_primitive_desc_destroy(pd);
         return rc;
     }
@@ -1053,7 +587,7 @@ static int fwd_concat(plan *p, distill_model *m, int i)
     if (sp && dnnl_memory_desc_get_size(sp) > p->scratch_size)
         p->scratch_size = dnnl_memory_desc_get_size(sp);
     int o, si = (int)(s - p->steps);
-    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+    if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
         return rc;
     s = &p->steps[si];
     for (int k = 0; k < n->n_inputs; k++)
@@ -1073,10 +607,10 @@ static int fwd_flatten(plan *p, distill_model *m, int i)
         return DISTILL_OK;
     }
     dnnl_memory_desc_t flat, img;
-    plain_md(n, p->N, &flat);
-    plain_md(xn, p->N, &img);
+    md_plain(n, p->N, &flat);
+    md_plain(xn, p->N, &img);
     int o, v, rc;
-    if ((rc = new_buf(p, &flat, BUF_ARENA, NULL, &o)) || (rc = view_buf(p, o, &img, &v)) ||
+    if ((rc = buf_new(p, &flat, BUF_ARENA, NULL, &o)) || (rc = buf_view(p, o, &img, &v)) ||
         (rc = reorder_step(p, m, i, p->out[x], v, 0)))
         return rc;
     p->out[i] = o;
@@ -1092,11 +626,11 @@ static int fwd_dropout(plan *p, distill_model *m, int i, int training)
         return DISTILL_OK;
     }
     int o, mask, rc;
-    if ((rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &o)) ||
-        (rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &mask)))
+    if ((rc = buf_new(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &o)) ||
+        (rc = buf_new(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &mask)))
         return rc;
     step *s;
-    if ((rc = new_step(p, K_DROPOUT_FWD, i, &s)))
+    if ((rc = step_new(p, K_DROPOUT_FWD, i, &s)))
         return rc;
     step_buf(p, s, 0, p->out[x]);
     step_buf(p, s, 1, mask);
@@ -1121,7 +655,7 @@ static int fwd_softmax(plan *p, distill_model *m, int i, int training)
         return rc;
     p->fwd_pd[i] = (int)(s - p->steps);
     int o;
-    if ((rc = new_buf(p, qmd(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
+    if ((rc = buf_new(p, step_md(s, dnnl_query_dst_md, 0), BUF_ARENA, NULL, &o)))
         return rc;
     s = &p->steps[p->fwd_pd[i]];
     step_arg(p, s, DNNL_ARG_SRC, p->out[x]);
@@ -1131,74 +665,6 @@ static int fwd_softmax(plan *p, distill_model *m, int i, int training)
 }
 
 /* ------------------------------------------------------------ backward */
-
-/* Where a gradient contribution to node x's output goes.  The first
- * contribution writes x's gradient buffer directly; later ones are written
- * to a temporary and added (binary add in place). */
-typedef struct contrib {
-    int target;  /* buffer to write */
-    int add;     /* nonzero: after writing, add target into p->diff[x] */
-} contrib;
-
-static int contrib_begin(plan *p, int x, contrib *c)
-{
-    const dnnl_memory_desc_t *md = &p->bufs[p->out[x]].md;
-    int rc;
-    if (p->diff[x] < 0) {
-        if ((rc = new_buf(p, md, BUF_ARENA, NULL, &p->diff[x])))
-            return rc;
-        c->target = p->diff[x];
-        c->add = 0;
-    } else {
-        if ((rc = new_buf(p, md, BUF_ARENA, NULL, &c->target)))
-            return rc;
-        c->add = 1;
-    }
-    return DISTILL_OK;
-}
-
-static int contrib_end(plan *p, const distill_model *m, int node, int x, const contrib *c)
-{
-    if (!c->add)
-        return DISTILL_OK;
-    return binary_add_step(p, m, node, p->diff[x], c->target, p->diff[x]);
-}
-
-/* A contribution that is a plain copy of buffer src (a reorder): accumulate
- * with the reorder's sum post-op instead of a temporary. */
-static int contrib_copy(plan *p, const distill_model *m, int node, int x, int src)
-{
-    int rc;
-    if (p->diff[x] < 0) {
-        if ((rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &p->diff[x])))
-            return rc;
-        return reorder_step(p, m, node, src, p->diff[x], 0);
-    }
-    return reorder_step(p, m, node, src, p->diff[x], 1);
-}
-
-/* Accumulate a parameter gradient computed into `tmp` into the model's
- * gradient block (parameter pi). */
-static int grad_accumulate(plan *p, distill_model *m, int node, int pi, int tmp)
-{
-    int g, rc = param_buf(p, m, pi, 1, &g);
-    if (rc)
-        return rc;
-    return reorder_step(p, m, node, tmp, g, 1);
-}
-
-/* A buffer holding `buf` in layout `want`: buf itself, or a new buffer
- * filled by a reorder step appended now. */
-static int in_layout(plan *p, const distill_model *m, int node, int buf,
-                     const dnnl_memory_desc_t *want, int *out)
-{
-    if (dnnl_memory_desc_equal(want, &p->bufs[buf].md)) {
-        *out = buf;
-        return DISTILL_OK;
-    }
-    int rc = new_buf(p, want, BUF_ARENA, NULL, out);
-    return rc ? rc : reorder_step(p, m, node, buf, *out, 0);
-}
 
 /* A conv's backward primitive (data when dw is NULL, else weights), trying
  * layouts in turn: first the given ones (no reorder), then oneDNN's choice
@@ -1232,7 +698,7 @@ static int conv_bwd_pd(plan *p, const distill_model *m, int i, const dnnl_memory
             rc = seterr(DISTILL_EBACKEND, "conv2d '%s': %s", n->name, dnnl_status2str(st));
             continue;
         }
-        if ((rc = make_pd(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &pd)))
+        if ((rc = pd_make(p, m, i, &cd, p->steps[p->fwd_pd[i]].pd, NULL, &pd)))
             continue;
         if (!pd_is_ref(pd)) {
             if (first)
@@ -1274,13 +740,13 @@ static int bwd_conv(plan *p, distill_model *m, int i)
         int bsrc, bdd, dw, dbias = -1;
         if ((rc = in_layout(p, m, i, src, pd_md(pd, dnnl_query_src_md, 0), &bsrc)) ||
             (rc = in_layout(p, m, i, p->diff[i], pd_md(pd, dnnl_query_diff_dst_md, 0), &bdd)) ||
-            (rc = new_buf(p, pd_md(pd, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
-            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias)))) {
+            (rc = buf_new(p, pd_md(pd, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
+            (n->bias && (rc = buf_new(p, &db, BUF_ARENA, NULL, &dbias)))) {
             dnnl_primitive_desc_destroy(pd);
             return rc;
         }
         step *s;
-        if ((rc = add_prim(p, m, i, pd, &s)))
+        if ((rc = prim_add(p, m, i, pd, &s)))
             return rc;
         step_arg(p, s, DNNL_ARG_SRC, bsrc);
         step_arg(p, s, DNNL_ARG_DIFF_DST, bdd);
@@ -1295,7 +761,7 @@ static int bwd_conv(plan *p, distill_model *m, int i)
         if (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias)))
             return rc;
     }
-    if (!wants_grad(m, x))
+    if (!node_wants_grad(m, x))
         return DISTILL_OK;
     /* backward data: into x's gradient, through a temporary and a reorder
      * when the kernel computes it in another layout than x's output has */
@@ -1314,19 +780,19 @@ static int bwd_conv(plan *p, distill_model *m, int i)
             /* a second copy of the weights in the layout backward-data wants */
             int ext;
             if ((rc = param_buf(p, m, n->param_first, 0, &ext)) ||
-                (rc = new_buf(p, &want_w, BUF_ARENA, NULL, &wb)) ||
+                (rc = buf_new(p, &want_w, BUF_ARENA, NULL, &wb)) ||
                 (rc = grouped_view(p, ext, &w_md, &ext)) || (rc = reorder_step(p, m, i, ext, wb, 0))) {
                 dnnl_primitive_desc_destroy(pd);
                 return rc;
             }
         }
         if ((rc = in_layout(p, m, i, p->diff[i], pd_md(pd, dnnl_query_diff_dst_md, 0), &bdd)) ||
-            (rc = via ? new_buf(p, &want_ds, BUF_ARENA, NULL, &tmp) : contrib_begin(p, x, &c))) {
+            (rc = via ? buf_new(p, &want_ds, BUF_ARENA, NULL, &tmp) : contrib_begin(p, x, &c))) {
             dnnl_primitive_desc_destroy(pd);
             return rc;
         }
         step *s;
-        if ((rc = add_prim(p, m, i, pd, &s)))
+        if ((rc = prim_add(p, m, i, pd, &s)))
             return rc;
         step_arg(p, s, DNNL_ARG_DIFF_DST, bdd);
         step_arg(p, s, DNNL_ARG_WEIGHTS, wb);
@@ -1356,8 +822,8 @@ static int bwd_linear(plan *p, distill_model *m, int i)
         if ((rc = prim_step(p, m, i, &d, p->steps[p->fwd_pd[i]].pd, NULL, &s)))
             return rc;
         int si = (int)(s - p->steps), dw, dbias = -1;
-        if ((rc = new_buf(p, qmd(s, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
-            (n->bias && (rc = new_buf(p, &db, BUF_ARENA, NULL, &dbias))))
+        if ((rc = buf_new(p, step_md(s, dnnl_query_diff_weights_md, 0), BUF_ARENA, NULL, &dw)) ||
+            (n->bias && (rc = buf_new(p, &db, BUF_ARENA, NULL, &dbias))))
             return rc;
         s = &p->steps[si];
         step_arg(p, s, DNNL_ARG_SRC, src);
@@ -1369,9 +835,9 @@ static int bwd_linear(plan *p, distill_model *m, int i)
             (n->bias && (rc = grad_accumulate(p, m, i, n->param_first + 1, dbias))))
             return rc;
     }
-    if (!wants_grad(m, x))
+    if (!node_wants_grad(m, x))
         return DISTILL_OK;
-    if (!wants_grad(m, x))
+    if (!node_wants_grad(m, x))
         return DISTILL_OK;
     {
         contrib c;
@@ -1404,11 +870,11 @@ static int bwd_batchnorm_own(plan *p, distill_model *m, int i)
     md_make(&cmd, 1, cd, dnnl_a);
     int dsc, dsh, rc;
     contrib c;
-    if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
-        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
+    if ((rc = buf_new(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
+        (rc = buf_new(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
         return rc;
     step *s;
-    if ((rc = new_step(p, K_BN_BWD, i, &s)))
+    if ((rc = step_new(p, K_BN_BWD, i, &s)))
         return rc;
     s->i0 = relu;
     step_arg(p, s, DNNL_ARG_SRC, src);
@@ -1450,8 +916,8 @@ static int bwd_batchnorm(plan *p, distill_model *m, int i)
     dnnl_dims_t cd = {n->dims[0]};
     md_make(&cmd, 1, cd, dnnl_a);
     contrib c;
-    if ((rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
-        (rc = new_buf(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
+    if ((rc = buf_new(p, &cmd, BUF_ARENA, NULL, &dsc)) ||
+        (rc = buf_new(p, &cmd, BUF_ARENA, NULL, &dsh)) || (rc = contrib_begin(p, x, &c)))
         return rc;
     s = &p->steps[si];
     step_arg(p, s, DNNL_ARG_SRC, src);
@@ -1573,8 +1039,8 @@ static int bwd_concat(plan *p, distill_model *m, int i)
              * plain copy instead */
             if (plainD < 0) {
                 dnnl_memory_desc_t pm;
-                plain_md(n, p->N, &pm);
-                if ((rc = new_buf(p, &pm, BUF_ARENA, NULL, &plainD)) ||
+                md_plain(n, p->N, &pm);
+                if ((rc = buf_new(p, &pm, BUF_ARENA, NULL, &plainD)) ||
                     (rc = reorder_step(p, m, i, D, plainD, 0)))
                     return rc;
             }
@@ -1582,7 +1048,7 @@ static int bwd_concat(plan *p, distill_model *m, int i)
             DN(md_sub(&sub, &p->bufs[plainD].md, sd, so), n->name);
         }
         int v;
-        if ((rc = view_buf(p, srcbuf, &sub, &v)) || (rc = contrib_copy(p, m, i, x, v)))
+        if ((rc = buf_view(p, srcbuf, &sub, &v)) || (rc = contrib_copy(p, m, i, x, v)))
             return rc;
         off += xn->dims[0];
     }
@@ -1597,9 +1063,9 @@ static int bwd_flatten(plan *p, distill_model *m, int i)
     if (xn->rank == 1)
         return contrib_copy(p, m, i, x, p->diff[i]);
     dnnl_memory_desc_t img;
-    plain_md(xn, p->N, &img);
+    md_plain(xn, p->N, &img);
     int v, rc;
-    if ((rc = view_buf(p, p->diff[i], &img, &v)))
+    if ((rc = buf_view(p, p->diff[i], &img, &v)))
         return rc;
     return contrib_copy(p, m, i, x, v);
 }
@@ -1611,11 +1077,11 @@ static int bwd_dropout(plan *p, distill_model *m, int i, const step *fwd)
     if (!fwd) /* p = 0: identity */
         return contrib_copy(p, m, i, x, p->diff[i]);
     int rc, acc = p->diff[x] >= 0;
-    if (!acc && (rc = new_buf(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &p->diff[x])))
+    if (!acc && (rc = buf_new(p, &p->bufs[p->out[x]].md, BUF_ARENA, NULL, &p->diff[x])))
         return rc;
     step *s;
     int mask = fwd->b[1];
-    if ((rc = new_step(p, K_DROPOUT_BWD, i, &s)))
+    if ((rc = step_new(p, K_DROPOUT_BWD, i, &s)))
         return rc;
     step_buf(p, s, 0, p->diff[i]);
     step_buf(p, s, 1, mask);
@@ -1643,75 +1109,17 @@ static int bwd_add(plan *p, distill_model *m, int i)
 
 /* ------------------------------------------------------------ planning */
 
-static void plan_free(plan *p)
-{
-    if (!p)
-        return;
-    for (int s = 0; s < p->nsteps; s++) {
-        if (p->steps[s].prim)
-            dnnl_primitive_destroy(p->steps[s].prim);
-        if (p->steps[s].pd)
-            dnnl_primitive_desc_destroy(p->steps[s].pd);
-    }
-    for (int b = 0; b < p->nbufs; b++)
-        if (p->bufs[b].mem)
-            dnnl_memory_destroy(p->bufs[b].mem);
-    if (p->read_prim) {
-        /* read_prim/read_mem are sized by node count; freed below */
-    }
-    if (p->scratch_mem)
-        dnnl_memory_destroy(p->scratch_mem);
-    if (p->stream)
-        dnnl_stream_destroy(p->stream);
-    xfree_aligned(p->arena);
-    xfree_aligned(p->scratch);
-    xfree(p->red);
-    xfree(p->bufs);
-    xfree(p->steps);
-    xfree(p->out);
-    xfree(p->diff);
-    xfree(p->inj);
-    xfree(p->inj_step);
-    xfree(p->fwd_pd);
-    xfree(p);
-}
-
-static void plan_free_reads(plan *p)
-{
-    int n_nodes = p->n_nodes;
-    if (p->read_prim) {
-        for (int i = 0; i < n_nodes; i++)
-            if (p->read_prim[i])
-                dnnl_primitive_destroy(p->read_prim[i]);
-        xfree(p->read_prim);
-    }
-    if (p->read_mem) {
-        for (int i = 0; i < n_nodes; i++)
-            if (p->read_mem[i])
-                dnnl_memory_destroy(p->read_mem[i]);
-        xfree(p->read_mem);
-    }
-    p->read_prim = NULL;
-    p->read_mem = NULL;
-}
-
 void engine_free_plans(distill_model *m)
 {
     plan *p = m->plans;
     while (p) {
         plan *next = p->next;
-        plan_free_reads(p);
-        plan_free(p);
+            plan_free(p);
         p = next;
     }
     m->plans = NULL;
     m->last_plan = NULL;
     m->last_chunked = 0;
-}
-
-static int kept(const distill_model *m, int i)
-{
-    return m->keep_all || m->nodes[i].keep || i == m->output;
 }
 
 /* Assign arena offsets: buffers whose step spans overlap may not overlap in
@@ -1795,7 +1203,7 @@ static int assign_offsets(plan *p)
 
 static void *buf_ptr(const plan *p, int id)
 {
-    const buf *r = &p->bufs[root(p, id)];
+    const buf *r = &p->bufs[buf_root(p, id)];
     if (r->kind == BUF_EXTERNAL)
         return r->ext;
     return (char *)p->arena + r->offset;
@@ -1804,7 +1212,7 @@ static void *buf_ptr(const plan *p, int id)
 static int finalize(plan *p, const distill_model *m)
 {
     dnnl_engine_t eng = NULL;
-    int rc = get_engine(&eng);
+    int rc = engine_get(&eng);
     if (rc || (rc = assign_offsets(p)))
         return rc;
     if (p->arena_size && !(p->arena = xmalloc_aligned(p->arena_size)))
@@ -1874,7 +1282,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         return DISTILL_ENOMEM;
     }
     for (int i = nn - 1; i >= 0; i--) {
-        if (kept(m, i))
+        if (node_kept(m, i))
             needed[i] = 1;
         if (needed[i])
             for (int k = 0; k < m->nodes[i].n_inputs; k++)
@@ -1883,8 +1291,8 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
 
     /* forward */
     dnnl_memory_desc_t imd;
-    plain_md(&m->nodes[0], N, &imd);
-    if ((rc = new_buf(p, &imd, BUF_EXTERNAL, NULL, &p->input_ext)))
+    md_plain(&m->nodes[0], N, &imd);
+    if ((rc = buf_new(p, &imd, BUF_EXTERNAL, NULL, &p->input_ext)))
         goto fail;
     p->out[0] = p->input_ext;
     int *dropout_step = xmalloc((size_t)nn * sizeof(int));
@@ -1907,7 +1315,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         claim[i] = -1; /* -1 free; else the conv of the chain that absorbed it */
     for (int i = 1; !training && i < nn; i++) {
         chain ch;
-        if (!needed[i] || m->nodes[i].op != DISTILL_OP_CONV2D || !find_chain(m, i, kept, &ch))
+        if (!needed[i] || m->nodes[i].op != DISTILL_OP_CONV2D || !find_chain(m, i, node_kept, &ch))
             continue;
         if (ch.add >= 0 && claim[ch.add] >= 0) {
             ch.add = ch.act2 = ch.other = -1;
@@ -1934,7 +1342,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         bn_relu[i] = relu_bn[i] = -1;
     for (int i = 1; training && i < nn; i++) {
         int r = -1;
-        if (needed[i] && m->nodes[i].op == DISTILL_OP_BATCHNORM && !kept(m, i) &&
+        if (needed[i] && m->nodes[i].op == DISTILL_OP_BATCHNORM && !node_kept(m, i) &&
             n_consumers(m, i, &r) == 1 && m->nodes[r].op == DISTILL_OP_RELU) {
             bn_relu[i] = r;
             relu_bn[r] = i;
@@ -2008,16 +1416,16 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
         for (int i = nn - 1; i >= 0 && rc == DISTILL_OK; i--) {
             if (!needed[i])
                 continue;
-            if (kept(m, i)) {
+            if (node_kept(m, i)) {
                 dnnl_memory_desc_t gmd;
-                plain_md(&m->nodes[i], N, &gmd);
+                md_plain(&m->nodes[i], N, &gmd);
                 int e;
                 step *s;
-                if ((rc = new_buf(p, &gmd, BUF_EXTERNAL, NULL, &p->inj[i])))
+                if ((rc = buf_new(p, &gmd, BUF_EXTERNAL, NULL, &p->inj[i])))
                     break;
                 e = p->inj[i];
                 if (p->diff[i] < 0) {
-                    if ((rc = new_buf(p, &p->bufs[p->out[i]].md, BUF_ARENA, NULL, &p->diff[i])))
+                    if ((rc = buf_new(p, &p->bufs[p->out[i]].md, BUF_ARENA, NULL, &p->diff[i])))
                         break;
                     p->inj_step[i] = p->nsteps;
                     if ((rc = reorder_step(p, m, i, e, p->diff[i], 0)))
@@ -2040,7 +1448,7 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
                 const node *ni = &m->nodes[i];
                 int any = 0;
                 for (int k = 0; k < ni->n_inputs; k++)
-                    any |= wants_grad(m, ni->inputs[k]);
+                    any |= node_wants_grad(m, ni->inputs[k]);
                 if (!any && ni->op != DISTILL_OP_CONV2D && ni->op != DISTILL_OP_LINEAR &&
                     ni->op != DISTILL_OP_BATCHNORM)
                     continue; /* only an input gradient nobody asked for */
@@ -2077,23 +1485,23 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     /* lifetimes: kept outputs, injected gradients and the input gradient
      * live to the end; so do converted weights (used forward and backward) */
     for (int i = 0; i < nn; i++)
-        if (needed[i] && kept(m, i) && p->out[i] >= 0) {
-            use(p, p->out[i], 0);
-            use(p, p->out[i], p->nsteps);
+        if (needed[i] && node_kept(m, i) && p->out[i] >= 0) {
+            buf_use(p, p->out[i], 0);
+            buf_use(p, p->out[i], p->nsteps);
         }
     if (p->input_diff >= 0)
-        use(p, p->input_diff, p->nsteps);
+        buf_use(p, p->input_diff, p->nsteps);
     for (int s = 0; s < p->fwd_end; s++) {
         step *st = &p->steps[s];
         for (int a = 0; a < st->nargs; a++)
             if (st->argk[a] == DNNL_ARG_WEIGHTS || st->argk[a] == DNNL_ARG_BIAS || st->prep) {
-                use(p, st->argb[a], 0);
-                use(p, st->argb[a], p->nsteps);
+                buf_use(p, st->argb[a], 0);
+                buf_use(p, st->argb[a], p->nsteps);
             }
         for (int k = 0; k < 4 && st->prep; k++)
             if (st->b[k] >= 0) {
-                use(p, st->b[k], 0);
-                use(p, st->b[k], p->nsteps);
+                buf_use(p, st->b[k], 0);
+                buf_use(p, st->b[k], p->nsteps);
             }
     }
     xfree(needed);
@@ -2104,7 +1512,6 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
     return DISTILL_OK;
 fail:
     xfree(needed);
-    plan_free_reads(p);
     plan_free(p);
     return rc;
 }
@@ -2138,7 +1545,6 @@ static int get_plan(distill_model *m, int64_t N, int training, plan **out)
             *q = old->next;
             if (m->last_plan == old)
                 m->last_plan = NULL;
-            plan_free_reads(old);
             plan_free(old);
         } else {
             q = &(*q)->next;
@@ -2268,7 +1674,7 @@ static int run_steps(plan *p, distill_model *m, int from, int to)
             dnnl_status_t st = dnnl_primitive_execute(s->prim, p->stream, s->nargs + 1, s->args);
             if (st != dnnl_success) {
                 return seterr(DISTILL_EBACKEND, "'%s': oneDNN execution failed: %s",
-                              nname(m, s->node), dnnl_status2str(st));
+                              node_label(m, s->node), dnnl_status2str(st));
             }
             break;
         }
@@ -2309,11 +1715,11 @@ static int read_out(distill_model *m, plan *p, int i, float *dst)
 {
     if (!p->read_prim[i]) {
         dnnl_engine_t eng = NULL;
-        int rc = get_engine(&eng);
+        int rc = engine_get(&eng);
         if (rc)
             return rc;
         dnnl_memory_desc_t pm;
-        plain_md(&m->nodes[i], p->N, &pm);
+        md_plain(&m->nodes[i], p->N, &pm);
         DN(dnnl_memory_create(&p->read_mem[i], &pm, eng, DNNL_MEMORY_NONE), m->nodes[i].name);
         dnnl_primitive_desc_t pd;
         DN(dnnl_reorder_primitive_desc_create(&pd, &p->bufs[p->out[i]].md, eng, &pm, eng, NULL),
@@ -2456,7 +1862,7 @@ int distill_model_read_node(distill_model *m, const char *name, distill_tensor *
         return seterr(DISTILL_ESTATE, "read_node '%s': no forward has run since the model last "
                                       "changed",
                       name);
-    if (!kept(m, i) || p->out[i] < 0)
+    if (!node_kept(m, i) || p->out[i] < 0)
         return seterr(DISTILL_ESTATE, "read_node '%s': the node is not kept; call "
                                       "distill_model_keep_node() before forward",
                       name);
@@ -2544,7 +1950,7 @@ int distill_model_input_grad(distill_model *m, distill_tensor *dst)
     int rc = check_batch(m, 0, dst, "input gradient", p->N);
     if (rc)
         return rc;
-    if (!kept(m, 0))
+    if (!node_kept(m, 0))
         return seterr(DISTILL_ESTATE, "input_grad: keep the input node '%s' "
                                       "(distill_model_keep_node) before forward to get its "
                                       "gradient",
