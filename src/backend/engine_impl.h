@@ -194,9 +194,20 @@ int contrib_end(plan *p, const distill_model *m, int node, int x, const contrib 
 int contrib_copy(plan *p, const distill_model *m, int node, int x, int src);
 int grad_accumulate(plan *p, distill_model *m, int node, int pi, int tmp);
 
-/* Buffer id is used by step `at`: widen its (root's) lifetime. */
-void buf_use(plan *p, int id, int at);
 /* Free a plan and everything it created (accepts NULL). */
 void plan_free(plan *p);
+
+/* ------------------------------------------------------------ arena.c */
+
+/* Buffer id is used by step `at`: widen its (root's) lifetime. */
+void buf_use(plan *p, int id, int at);
+/* Kept outputs, injected gradients, the input gradient and converted
+ * weights live for the whole plan. */
+void arena_extend_lifetimes(plan *p, const distill_model *m, const char *needed);
+/* Place the buffers in one arena, allocate it, the scratchpad and the
+ * reduction space, and create every oneDNN memory object and the stream. */
+int arena_bind(plan *p, const distill_model *m);
+/* Where buffer id's data is (once bound). */
+void *buf_ptr(const plan *p, int id);
 
 #endif /* DISTILL_ENGINE_IMPL_H */

@@ -76,15 +76,6 @@ int buf_root(const plan *p, int id)
     return id;
 }
 
-void buf_use(plan *p, int id, int at)
-{
-    buf *b = &p->bufs[buf_root(p, id)];
-    if (b->first < 0 || at < b->first)
-        b->first = at;
-    if (at > b->last)
-        b->last = at;
-}
-
 int step_new(plan *p, int kind, int node, step **out)
 {
     if (p->nsteps == p->capsteps) {
