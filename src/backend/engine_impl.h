@@ -210,4 +210,9 @@ int arena_bind(plan *p, const distill_model *m);
 /* Where buffer id's data is (once bound). */
 void *buf_ptr(const plan *p, int id);
 
+/* ------------------------------------------------------------ build.c */
+
+/* The plan for (N, training) from the model's cache, built if needed. */
+int get_plan(distill_model *m, int64_t N, int training, plan **out);
+
 #endif /* DISTILL_ENGINE_IMPL_H */
