@@ -210,6 +210,39 @@ int arena_bind(plan *p, const distill_model *m);
 /* Where buffer id's data is (once bound). */
 void *buf_ptr(const plan *p, int id);
 
+/* ------------------------------------------------------------ op_*.c */
+
+/* One entry per op family.  forward appends node i's forward steps and sets
+ * p->out[i] (and p->fwd_pd[i] when its backward needs the forward step);
+ * backward appends the steps that take p->diff[i] to the parameter
+ * gradients and to the gradients of i's inputs (NULL: none). */
+typedef struct op_impl {
+    int (*forward)(plan *p, distill_model *m, int i, int training);
+    int (*backward)(plan *p, distill_model *m, int i);
+    int has_params; /* backward runs even when no input wants a gradient */
+} op_impl;
+
+extern const op_impl op_conv_impl, op_linear_impl, op_bnorm_impl, op_eltwise_impl, op_pool_impl,
+    op_add_impl, op_concat_impl, op_flatten_impl, op_dropout_impl, op_softmax_impl;
+
+/* The implementation of op, or NULL (the input, an unknown op). */
+const op_impl *op_lookup(int op);
+
+/* Inference fusion: a conv whose output only feeds a BatchNorm (folded into
+ * the conv's weights and bias), then optionally a ReLU/ReLU6, or an add with
+ * another node then optionally a ReLU/ReLU6, all run as one convolution with
+ * post-ops.  Nodes inside a chain must not be kept. */
+typedef struct chain {
+    int conv, bn, act1, add, other, act2, end;
+} chain;
+
+/* op_conv.c: the chain as one convolution with post-ops; *fused = 0 (and
+ * nothing emitted) when oneDNN cannot fuse it. */
+int conv_forward_fused(plan *p, distill_model *m, const chain *ch, int *fused);
+/* op_bnorm.c: BatchNorm forward; fuse_relu >= 0 (training): the ReLU node
+ * fuse_relu is applied by the BatchNorm itself. */
+int bnorm_forward(plan *p, distill_model *m, int i, int training, int fuse_relu);
+
 /* ------------------------------------------------------------ build.c */
 
 /* The plan for (N, training) from the model's cache, built if needed. */

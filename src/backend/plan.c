@@ -109,8 +109,6 @@ void step_buf(plan *p, step *s, int slot, int b)
     buf_use(p, b, (int)(s - p->steps));
 }
 
-/* fuse_relu >= 0: training with the ReLU node fuse_relu applied by the
- * BatchNorm itself (dnnl_fuse_norm_relu; backward uses its workspace). */
 int step_argb(const step *s, int kind)
 {
     for (int a = 0; a < s->nargs; a++)
