@@ -11,7 +11,7 @@
  *                 backward steps, once its output's gradient is complete;
  *   5. lifetimes  and the arena (arena.c).
  *
- * Also the per-model cache of plans (get_plan).
+ * Also the engine's per-model state: the cache of plans (get_plan).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -335,31 +335,60 @@ static int build_plan(distill_model *m, int64_t N, int training, plan **out)
  * batch size, inference at one or two, a last partial batch...). */
 #define MAX_PLANS 4
 
+int engine_state_get(distill_model *m, engine_state **out)
+{
+    if (!m->engine) {
+        engine_state *es = xcalloc(1, sizeof *es);
+        if (!es)
+            return DISTILL_ENOMEM;
+        m->engine = es;
+        m->engine_release = engine_state_free;
+    }
+    *out = m->engine;
+    return DISTILL_OK;
+}
+
+void engine_state_free(engine_state *es)
+{
+    if (!es)
+        return;
+    plan *p = es->plans;
+    while (p) {
+        plan *next = p->next;
+        plan_free(p);
+        p = next;
+    }
+    xfree(es);
+}
+
 int get_plan(distill_model *m, int64_t N, int training, plan **out)
 {
-    plan **link = &m->plans;
-    for (plan *p = m->plans; p; link = &p->next, p = p->next)
+    engine_state *es;
+    int rc = engine_state_get(m, &es);
+    if (rc)
+        return rc;
+    plan **link = &es->plans;
+    for (plan *p = es->plans; p; link = &p->next, p = p->next)
         if (p->N == N && p->training == training && p->version == m->version) {
             *link = p->next; /* move to the front */
-            p->next = m->plans;
-            m->plans = p;
+            p->next = es->plans;
+            es->plans = p;
             *out = p;
             return DISTILL_OK;
         }
     plan *p;
-    int rc = build_plan(m, N, training, &p);
-    if (rc)
+    if ((rc = build_plan(m, N, training, &p)))
         return rc;
-    p->next = m->plans;
-    m->plans = p;
+    p->next = es->plans;
+    es->plans = p;
     /* drop the least recently used beyond MAX_PLANS */
     int k = 0;
-    for (plan **q = &m->plans; *q; k++) {
+    for (plan **q = &es->plans; *q; k++) {
         if (k >= MAX_PLANS) {
             plan *old = *q;
             *q = old->next;
-            if (m->last_plan == old)
-                m->last_plan = NULL;
+            if (es->last_plan == old)
+                es->last_plan = NULL;
             plan_free(old);
         } else {
             q = &(*q)->next;
@@ -367,17 +396,4 @@ int get_plan(distill_model *m, int64_t N, int training, plan **out)
     }
     *out = p;
     return DISTILL_OK;
-}
-
-void engine_free_plans(distill_model *m)
-{
-    plan *p = m->plans;
-    while (p) {
-        plan *next = p->next;
-        plan_free(p);
-        p = next;
-    }
-    m->plans = NULL;
-    m->last_plan = NULL;
-    m->last_chunked = 0;
 }

@@ -1,9 +1,11 @@
 /*
  * engine_impl.h - what the engine's files share: the plan, its buffers and
  * steps, the helpers that create them, and the op table.  Only
- * src/backend/ includes it; the rest of the library sees engine.h.
+ * src/backend/ includes it; engine.h is the contract with the rest of the
+ * library.
  *
- * A plan is built once per (batch size, mode) and cached on the model:
+ * A plan is built once per (batch size, mode) and cached in the model's
+ * engine_state:
  *
  *   - buffers (plan.c): every activation, gradient, workspace and converted
  *     weight is a "buffer" with a oneDNN memory descriptor.  Activations
@@ -36,6 +38,7 @@
 #include <dnnl_debug.h>
 
 #include "backend/dnnl_compat.h"
+#include "backend/engine.h"
 #include "nn/graph.h"
 #include "tensor_internal.h"
 
@@ -244,6 +247,17 @@ int conv_forward_fused(plan *p, distill_model *m, const chain *ch, int *fused);
 int bnorm_forward(plan *p, distill_model *m, int i, int training, int fuse_relu);
 
 /* ------------------------------------------------------------ build.c */
+
+/* What the engine keeps per model (distill_model.engine). */
+struct engine_state {
+    plan *plans;      /* cached plans, most recently used first */
+    plan *last_plan;  /* plan of the last forward (for read_node/backward), or NULL */
+    int last_chunked; /* the last forward ran in micro-batches: nothing to read */
+};
+
+/* m's engine state, created (and its release hook installed) on first
+ * use. */
+int engine_state_get(distill_model *m, engine_state **out);
 
 /* The plan for (N, training) from the model's cache, built if needed. */
 int get_plan(distill_model *m, int64_t N, int training, plan **out);

@@ -234,12 +234,12 @@ static int64_t per_image(const node *n)
     return e;
 }
 
-static int forward_chunked(distill_model *m, const distill_tensor *input, int64_t chunk,
-                           distill_tensor *output)
+static int forward_chunked(distill_model *m, engine_state *es, const distill_tensor *input,
+                           int64_t chunk, distill_tensor *output)
 {
     int64_t N = input->dims[0], in_e = per_image(&m->nodes[0]),
             out_e = per_image(&m->nodes[m->output]);
-    m->last_plan = NULL;
+    es->last_plan = NULL;
     for (int64_t off = 0; off < N; off += chunk) {
         int64_t nc = N - off < chunk ? N - off : chunk;
         plan *p;
@@ -257,8 +257,7 @@ static int forward_chunked(distill_model *m, const distill_tensor *input, int64_
         if ((rc = read_out(m, p, m->output, output->data + off * out_e)))
             return rc;
     }
-    m->last_chunked = 1;
-    m->last_mode_training = 0;
+    es->last_chunked = 1;
     return DISTILL_OK;
 }
 
@@ -275,16 +274,19 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
     int64_t N = input->dims[0];
     if (output && (rc = check_batch(m, m->output, output, "output tensor", N)))
         return rc;
-    m->last_chunked = 0;
+    engine_state *es;
+    if ((rc = engine_state_get(m, &es)))
+        return rc;
+    es->last_chunked = 0;
     if (mode == DISTILL_MODE_INFERENCE && output && chunkable(m)) {
         int64_t chunk = chunk_size(m);
         if (N >= 2 * chunk)
-            return forward_chunked(m, input, chunk, output);
+            return forward_chunked(m, es, input, chunk, output);
     }
     plan *p;
     if ((rc = get_plan(m, N, mode == DISTILL_MODE_TRAINING, &p)))
         return rc;
-    m->last_plan = NULL;
+    es->last_plan = NULL;
     DN(dnnl_memory_set_data_handle(p->bufs[p->input_ext].mem, input->data), "input");
     p->bufs[p->input_ext].ext = input->data; /* for the library's own kernels */
     if (mode == DISTILL_MODE_TRAINING) /* inference draws nothing: it has no dropout */
@@ -294,8 +296,7 @@ int distill_model_forward(distill_model *m, const distill_tensor *input, int mod
         return rc;
     p->prepped = 1;
     p->have_forward = 1;
-    m->last_plan = p;
-    m->last_mode_training = mode == DISTILL_MODE_TRAINING;
+    es->last_plan = p;
     if (output && (rc = read_out(m, p, m->output, output->data)))
         return rc;
     return DISTILL_OK;
@@ -308,8 +309,8 @@ int distill_model_read_node(distill_model *m, const char *name, distill_tensor *
     int i = model_find(m, name);
     if (i < 0)
         return seterr(DISTILL_ENOTFOUND, "read_node: no node named '%s'", name);
-    plan *p = m->last_plan;
-    if (!p && m->last_chunked)
+    plan *p = m->engine ? m->engine->last_plan : NULL;
+    if (!p && m->engine && m->engine->last_chunked)
         return seterr(DISTILL_ESTATE, "read_node '%s': the last forward wrote the output to its "
                                       "output tensor only (a large inference batch runs in "
                                       "micro-batches unless a node is kept)",
@@ -333,7 +334,7 @@ int distill_model_backward(distill_model *m, int n, const char *const *names,
 {
     if (!m || n < 0 || (n > 0 && (!names || !grads)))
         return seterr(DISTILL_EINVAL, "distill_model_backward: bad arguments");
-    plan *p = m->last_plan;
+    plan *p = m->engine ? m->engine->last_plan : NULL;
     if (!p || !p->have_forward || !p->training)
         return seterr(DISTILL_ESTATE, "backward: no training-mode forward has run since the "
                                       "model last changed");
@@ -400,7 +401,7 @@ int distill_model_input_grad(distill_model *m, distill_tensor *dst)
 {
     if (!m || !dst)
         return seterr(DISTILL_EINVAL, "distill_model_input_grad: NULL argument");
-    plan *p = m->last_plan;
+    plan *p = m->engine ? m->engine->last_plan : NULL;
     if (!p || !p->have_backward)
         return seterr(DISTILL_ESTATE, "input_grad: no backward has run since the last forward");
     int rc = check_batch(m, 0, dst, "input gradient", p->N);

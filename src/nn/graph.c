@@ -1,7 +1,6 @@
 /*
  * graph.c - building a model: nodes, shape inference, parameter tensors,
- * weight initialization, and the query API.  Execution is in
- * src/backend/onednn.c.
+ * weight initialization, and the query API.  Execution is in src/backend/.
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,9 +28,18 @@ int model_find(const distill_model *m, const char *name)
     return -1;
 }
 
+/* Drop the engine's state through the hook the engine installed with it. */
+static void release_engine(distill_model *m)
+{
+    if (m->engine)
+        m->engine_release(m->engine);
+    m->engine = NULL;
+    m->engine_release = NULL;
+}
+
 void model_invalidate(distill_model *m)
 {
-    engine_free_plans(m);
+    release_engine(m);
     m->version++;
 }
 
@@ -270,7 +278,7 @@ void distill_model_free(distill_model *m)
 {
     if (!m)
         return;
-    engine_free_plans(m);
+    release_engine(m);
     for (int i = 0; i < m->n_nodes; i++) {
         xfree(m->nodes[i].name);
         xfree(m->nodes[i].inputs);

@@ -4,9 +4,11 @@
  * A model is an array of nodes in the order they were added (which is a
  * topological order: inputs must exist before use), a table of parameter
  * tensors, and three contiguous float blocks: trainable parameters, their
- * gradients, and BatchNorm statistics.  Execution plans (oneDNN primitives
- * and the activation arena per batch size) hang off `plans` and are owned by
- * src/backend/onednn.c; any change to the graph drops them.
+ * gradients, and BatchNorm statistics.  The execution engine
+ * (src/backend/) keeps its state -- the plans of oneDNN primitives and the
+ * activation arena per batch size, and the last forward -- behind the
+ * opaque `engine` pointer; any change to the graph releases it (see
+ * src/backend/engine.h for why through a hook).
  */
 #ifndef DISTILL_GRAPH_H
 #define DISTILL_GRAPH_H
@@ -53,9 +55,7 @@ typedef struct param {
     size_t offset;          /* into params/grads when trainable, else into stats */
 } param;
 
-struct plan;                /* A pool's bottom and right padding: what its output size needs beyond the
- * top and left padding (never negative). */
-void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
+struct engine_state;        /* the engine's, opaque here */
 
 struct distill_model {
     node *nodes;
@@ -77,10 +77,10 @@ struct distill_model {
                                plans prepare folded/reordered weights once */
     uint64_t version;       /* bumped on every graph or weight-layout change */
 
-    struct plan *plans;     /* engine: cached plans, one per (batch, mode) */
-    int last_mode_training; /* the last forward was a training forward */
-    struct plan *last_plan; /* plan of the last forward (for read_node/backward) */
-    int last_chunked;       /* the last forward ran in micro-batches: nothing to read */
+    /* the engine's state, NULL until the first forward; the engine sets
+     * engine_release with it, and the model calls it to drop the state */
+    struct engine_state *engine;
+    void (*engine_release)(struct engine_state *engine);
 };
 
 /* graph.c */
@@ -102,15 +102,13 @@ static inline float *param_grad(distill_model *m, const param *p)
 }
 /* Default-initialize the parameters of node i from r (as distill_model_init_weights). */
 void model_init_node(distill_model *m, int i, int scheme, rng *r);
-/* Drop every cached execution plan (after any graph change). */
+/* Release the engine's state (cached plans) and bump the version (after
+ * any graph change). */
 void model_invalidate(distill_model *m);
 
 /* A pool's bottom and right padding: what its output size needs beyond the
  * top and left padding (never negative). */
 void pool_end_pads(const distill_model *m, const node *n, int *pb, int *pr);
-
-/* src/backend/onednn.c */
-void engine_free_plans(distill_model *m);
 
 /* model_io.c: (de)serialize; buffer variants used by checkpoints too. */
 int model_serialize(const distill_model *m, void **data, size_t *size);
