@@ -293,26 +293,6 @@ void distill_model_free(distill_model *m)
     xfree(m);
 }
 
-int distill_model_clone(distill_model **out, const distill_model *m)
-{
-    if (!out || !m)
-        return seterr(DISTILL_EINVAL, "distill_model_clone: NULL argument");
-    void *buf;
-    size_t size;
-    int rc = model_serialize(m, &buf, &size);
-    if (rc)
-        return rc;
-    rc = model_deserialize(out, buf, size);
-    xfree(buf);
-    if (rc == DISTILL_OK) {
-        (*out)->rng = m->rng;
-        (*out)->keep_all = m->keep_all;
-        for (int i = 0; i < m->n_nodes; i++)
-            (*out)->nodes[i].keep = m->nodes[i].keep;
-    }
-    return rc;
-}
-
 #define CHECK_MODEL(m, fn)                                                   \
     do {                                                                     \
         if (!(m))                                                            \

@@ -1,6 +1,7 @@
 /*
- * model_io.c - model files: distill_model_save / _load / _load_buffer and
- * the buffer (de)serializers that checkpoints reuse.
+ * model_io.c - model files: distill_model_save / _load / _load_buffer, the
+ * buffer (de)serializers that checkpoints reuse, and distill_model_clone,
+ * which goes through them.
  *
  * ------------------------------------------------------------------------
  * Model file format, version 1
@@ -579,6 +580,28 @@ int model_deserialize(distill_model **out, const void *data, size_t size)
 }
 
 /* ================================================================ public */
+
+/* A copy through the serializer above, plus what a file does not hold:
+ * the dropout RNG and which nodes are kept. */
+int distill_model_clone(distill_model **out, const distill_model *m)
+{
+    if (!out || !m)
+        return seterr(DISTILL_EINVAL, "distill_model_clone: NULL argument");
+    void *buf;
+    size_t size;
+    int rc = model_serialize(m, &buf, &size);
+    if (rc)
+        return rc;
+    rc = model_deserialize(out, buf, size);
+    xfree(buf);
+    if (rc == DISTILL_OK) {
+        (*out)->rng = m->rng;
+        (*out)->keep_all = m->keep_all;
+        for (int i = 0; i < m->n_nodes; i++)
+            (*out)->nodes[i].keep = m->nodes[i].keep;
+    }
+    return rc;
+}
 
 int distill_model_save(const distill_model *m, const char *path)
 {
