@@ -12,25 +12,18 @@
 
 /* ------------------------------------------------------------ kernels */
 
-static inline uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static void k_dropout_fwd(plan *p, const step *s)
 {
     const float *in = buf_ptr(p, s->b[0]);
     float *mask = buf_ptr(p, s->b[1]), *out = buf_ptr(p, s->b[2]);
     size_t n = p->bufs[s->b[0]].size / sizeof(float);
     float keep = 1.0f - s->f0, scale = 1.0f / keep;
-    uint64_t seed = mix64(p->dropout_seed ^ ((uint64_t)s->node << 32));
+    uint64_t seed = splitmix64_mix(p->dropout_seed ^ ((uint64_t)s->node << 32));
     /* threshold on 24 random bits: same mask whatever the thread count */
     uint32_t thr = (uint32_t)((double)s->f0 * 16777216.0);
 #pragma omp parallel for schedule(static)
     for (size_t j = 0; j < n; j++) {
-        uint32_t r = (uint32_t)(mix64(seed + j) >> 40);
+        uint32_t r = (uint32_t)(splitmix64_mix(seed + j) >> 40);
         mask[j] = r >= thr ? scale : 0.0f;
         out[j] = in[j] * mask[j];
     }
