@@ -10,6 +10,11 @@
  *   cross-entropy     CE with optional label smoothing
  *   kd                Hinton: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE
  *   dkd               decoupled KD (Zhao et al. 2022): alpha * TCKD + beta * NCKD, times T^2
+ *   kd/dkd with ls    the same on standardized logits (Sun et al. 2024)
+ *   dist              DIST (Huang et al. 2022): 1 - Pearson correlation of the
+ *                     softened predictions, per sample (inter) and per class (intra)
+ *   mlkd              multi-level logit KD (Jin et al. 2023): instance, batch and
+ *                     class alignment over temperatures 2..6
  *   fitnets           MSE between the (adapted) student feature and the teacher feature
  *   at                attention transfer (Zagoruyko & Komodakis): (q_s - q_t)^2, mean
  *                     over batch and positions, of L2-normalized spatial maps
@@ -117,6 +122,78 @@ DISTILL_API int distill_loss_kd(distill_loss **out, float temperature, float alp
  */
 DISTILL_API int distill_loss_dkd(distill_loss **out, float temperature, float alpha, float beta);
 
+/**
+ * Logit standardization (Sun et al., CVPR 2024) in front of KD and DKD: the
+ * same losses as distill_loss_kd() and distill_loss_dkd(), with every
+ * student and teacher logit row x replaced, before the temperature, by
+ *
+ *     z = (x - mean(x)) / (1e-7 + std(x))
+ *
+ * (std over the row with Bessel's correction, as torch.std and their code).
+ * The gradient goes through the standardization to the raw student logits.
+ * KD's cross-entropy term (alpha < 1) reads the raw logits.  A constant row
+ * has std 0 and becomes z = 0 (no NaN); its gradient is then taken with
+ * d std/dx = 0, i.e. (g - mean(g)) / 1e-7, large but finite.  Parameters
+ * and errors as distill_loss_kd() / distill_loss_dkd(); the loss is named
+ * "kd" / "dkd".  Specs: "kd:...,ls=1", "dkd:...,ls=1".
+ */
+DISTILL_API int distill_loss_kd_ls(distill_loss **out, float temperature, float alpha);
+DISTILL_API int distill_loss_dkd_ls(distill_loss **out, float temperature, float alpha,
+                                    float beta);
+
+/**
+ * DIST (Huang et al., NeurIPS 2022), as its reference code: with
+ * P = softmax(s/T), Q = softmax(t/T), both (n, classes), and
+ * r(a, b) = <a - mean a, b - mean b> / (|a - mean a| |b - mean b| + 1e-8),
+ *
+ *     inter = 1 - (1/n) sum_i r(P[i, :], Q[i, :])        (each sample)
+ *     intra = 1 - (1/C) sum_j r(P[:, j], Q[:, j])        (each class)
+ *     loss  = T^2 * (beta * inter + gamma * intra)
+ *
+ * T > 0, beta >= 0, gamma >= 0 (else DISTILL_EINVAL); the paper uses
+ * beta = gamma = 1 and T = 1 on ImageNet.  Needs the teacher, no labels.
+ * With a batch of 1 each class column is a single value: its correlation
+ * is 0, so intra = 1 (a constant, no gradient) — the reference's
+ * behaviour.  A constant student row (r = 0) gets a gradient scaled by
+ * 1/1e-8 through the epsilon, as in the reference.
+ */
+DISTILL_API int distill_loss_dist(distill_loss **out, float temperature, float beta,
+                                  float gamma);
+
+/**
+ * Multi-level logit distillation (Jin et al., CVPR 2023) on one view.  For
+ * each T in {2, 3, 4, 5, 6} (their set), P = softmax(s/T), Q = softmax(t/T):
+ *
+ *     inst_T  = T^2 * (1/n) sum_i KL(Q[i, :] || P[i, :])   (with standardize,
+ *               on standardized logits, as distill_loss_kd_ls)
+ *     batch_T = || Q Q^T - P P^T ||_F^2 / n                (n x n Gram)
+ *     class_T = || Q^T Q - P^T P ||_F^2 / C                (C x C)
+ *     loss    = sum_T  fs * inst_T + fs * batch_T + fc * class_T
+ *
+ * every term with weight 1 (their kd_loss_weight is our loss weight).  No
+ * cross-entropy term: add a "ce" loss.  standardize (0/1) applies logit
+ * standardization to the instance level only, as Sun et al.'s MLKD code.
+ *
+ * mask (0/1): without it fs = fc = 1.  With it, the factors reproduce what
+ * the official code computes for its weak view: each term there is a
+ * batch-mean scalar multiplied by a boolean mask and averaged, i.e. scaled
+ * by fs = the fraction of samples whose teacher confidence
+ * max_j softmax(t)[i, j] is <= its batch median (numpy percentile 50), and
+ * fc = the fraction of classes whose summed teacher probability
+ * sum_i softmax(t)[i, j] is <= its median.  These are constants (no
+ * gradient), about 1/2.
+ *
+ * What differs from the paper's training: the official code trains on a
+ * weak and a strong augmentation of each image (masked terms on the weak
+ * view, unmasked on the strong view, CE on both).  The loader gives one
+ * view, so this loss sees one: mask = 0 is the strong-view form, mask = 1
+ * the weak-view form.  Needs the teacher, no labels.  DISTILL_EINVAL for a
+ * standardize or mask other than 0 or 1.  Spec: "mlkd:ls=0,mask=0".
+ * Cost: O(n C (n + C)) per temperature and memory for a C x C and an
+ * n x n matrix.
+ */
+DISTILL_API int distill_loss_mlkd(distill_loss **out, int standardize, int mask);
+
 /** FitNets hint: mean squared error between student and teacher taps. */
 DISTILL_API int distill_loss_fitnets(distill_loss **out, const char *student_node,
                                      const char *teacher_node);
@@ -139,7 +216,8 @@ DISTILL_API int distill_loss_pkt(distill_loss **out, const char *student_node,
 
 /**
  * Parse a loss spec as the `distill` program takes it: "ce", "ce:smoothing=0.1",
- * "kd:T=4,alpha=0.9", "dkd:T=4,alpha=1,beta=8",
+ * "kd:T=4,alpha=0.9", "dkd:T=4,alpha=1,beta=8" (either with ",ls=1" for
+ * logit standardization), "dist:T=1,beta=1,gamma=1", "mlkd:ls=0,mask=0",
  * "fitnets:student=layer2,teacher=layer3", "at:student=...,teacher=...,p=2",
  * "sp:...", "rkd:...,dist=25,angle=50", "pkt:...".  An optional "weight=W"
  * key sets *weight (default 1).  DISTILL_EINVAL with a message naming the

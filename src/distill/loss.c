@@ -77,6 +77,10 @@ static int builtin(distill_loss **out, const distill_loss_vtable *vt, loss_kind 
         l->needs_labels = 1;
         l->needs_teacher = l->needs_teacher_logits = 1;
         break;
+    case LOSS_DIST:
+    case LOSS_MLKD:
+        l->needs_teacher = l->needs_teacher_logits = 1;
+        break;
     case LOSS_FITNETS:
         l->needs_teacher = 1;
         l->taps = LOSS_TAPS_SAME_SHAPE;
@@ -164,9 +168,9 @@ int distill_loss_cross_entropy(distill_loss **out, float label_smoothing)
     return builtin(out, &loss_vt_ce, LOSS_CE, &p, NULL, NULL);
 }
 
-int distill_loss_kd(distill_loss **out, float temperature, float alpha)
+static int make_kd(distill_loss **out, const char *fn, float temperature, float alpha, int ls)
 {
-    int rc = check_out(out, "distill_loss_kd");
+    int rc = check_out(out, fn);
     if (rc)
         return rc;
     if (!is_finite(temperature) || temperature <= 0.0f)
@@ -177,12 +181,14 @@ int distill_loss_kd(distill_loss **out, float temperature, float alpha)
     loss_params p = {0};
     p.temperature = temperature;
     p.alpha = alpha;
+    p.standardize = ls != 0;
     return builtin(out, &loss_vt_kd, LOSS_KD, &p, NULL, NULL);
 }
 
-int distill_loss_dkd(distill_loss **out, float temperature, float alpha, float beta)
+static int make_dkd(distill_loss **out, const char *fn, float temperature, float alpha,
+                    float beta, int ls)
 {
-    int rc = check_out(out, "distill_loss_dkd");
+    int rc = check_out(out, fn);
     if (rc)
         return rc;
     if (!is_finite(temperature) || temperature <= 0.0f)
@@ -195,7 +201,60 @@ int distill_loss_dkd(distill_loss **out, float temperature, float alpha, float b
     p.temperature = temperature;
     p.alpha = alpha;
     p.beta = beta;
+    p.standardize = ls != 0;
     return builtin(out, &loss_vt_dkd, LOSS_DKD, &p, NULL, NULL);
+}
+
+int distill_loss_kd(distill_loss **out, float temperature, float alpha)
+{
+    return make_kd(out, "distill_loss_kd", temperature, alpha, 0);
+}
+
+int distill_loss_kd_ls(distill_loss **out, float temperature, float alpha)
+{
+    return make_kd(out, "distill_loss_kd_ls", temperature, alpha, 1);
+}
+
+int distill_loss_dkd(distill_loss **out, float temperature, float alpha, float beta)
+{
+    return make_dkd(out, "distill_loss_dkd", temperature, alpha, beta, 0);
+}
+
+int distill_loss_dkd_ls(distill_loss **out, float temperature, float alpha, float beta)
+{
+    return make_dkd(out, "distill_loss_dkd_ls", temperature, alpha, beta, 1);
+}
+
+int distill_loss_dist(distill_loss **out, float temperature, float beta, float gamma)
+{
+    int rc = check_out(out, "distill_loss_dist");
+    if (rc)
+        return rc;
+    if (!is_finite(temperature) || temperature <= 0.0f)
+        return seterr(DISTILL_EINVAL, "dist: temperature = %g must be a positive number",
+                      (double)temperature);
+    if (!is_finite(beta) || beta < 0.0f || !is_finite(gamma) || gamma < 0.0f)
+        return seterr(DISTILL_EINVAL, "dist: beta = %g and gamma = %g must be finite and >= 0",
+                      (double)beta, (double)gamma);
+    loss_params p = {0};
+    p.temperature = temperature;
+    p.beta = beta;
+    p.gamma = gamma;
+    return builtin(out, &loss_vt_dist, LOSS_DIST, &p, NULL, NULL);
+}
+
+int distill_loss_mlkd(distill_loss **out, int standardize, int mask)
+{
+    int rc = check_out(out, "distill_loss_mlkd");
+    if (rc)
+        return rc;
+    if ((standardize != 0 && standardize != 1) || (mask != 0 && mask != 1))
+        return seterr(DISTILL_EINVAL, "mlkd: standardize = %d and mask = %d must be 0 or 1",
+                      standardize, mask);
+    loss_params p = {0};
+    p.standardize = standardize;
+    p.mask = mask;
+    return builtin(out, &loss_vt_mlkd, LOSS_MLKD, &p, NULL, NULL);
 }
 
 int distill_loss_fitnets(distill_loss **out, const char *student_node, const char *teacher_node)

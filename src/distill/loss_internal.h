@@ -13,7 +13,7 @@
  *
  * Files:
  *   loss.c         constructors, accessors, validation, distill_loss_forward
- *   loss_logits.c  ce, kd, dkd
+ *   loss_logits.c  ce, kd, dkd, dist, mlkd
  *   loss_feat.c    fitnets, at, sp, rkd, pkt
  *   loss_parse.c   distill_loss_parse
  */
@@ -33,7 +33,9 @@ typedef enum loss_kind {
     LOSS_AT,
     LOSS_SP,
     LOSS_RKD,
-    LOSS_PKT
+    LOSS_PKT,
+    LOSS_DIST,
+    LOSS_MLKD
 } loss_kind;
 
 /* What a loss requires of its two taps (both have batch dim n first). */
@@ -49,9 +51,12 @@ typedef enum loss_tap_rule {
 
 /* Hyper-parameters of the built-ins (unused ones are 0). */
 typedef struct loss_params {
-    double temperature; /* kd, dkd */
+    double temperature; /* kd, dkd, dist */
     double alpha;       /* kd: KL weight; dkd: TCKD weight */
-    double beta;        /* dkd: NCKD weight */
+    double beta;        /* dkd: NCKD weight; dist: inter-class weight */
+    double gamma;       /* dist: intra-class weight */
+    int standardize;    /* kd, dkd, mlkd: logit standardization (ls=1) */
+    int mask;           /* mlkd: confidence masking of the reference's weak view */
     double smoothing;   /* ce: label smoothing */
     double p;           /* at: exponent */
     double w_dist;      /* rkd: distance term weight */
@@ -85,6 +90,8 @@ struct distill_loss {
 extern const distill_loss_vtable loss_vt_ce;
 extern const distill_loss_vtable loss_vt_kd;
 extern const distill_loss_vtable loss_vt_dkd;
+extern const distill_loss_vtable loss_vt_dist;
+extern const distill_loss_vtable loss_vt_mlkd;
 extern const distill_loss_vtable loss_vt_fitnets;
 extern const distill_loss_vtable loss_vt_at;
 extern const distill_loss_vtable loss_vt_sp;

@@ -2,8 +2,10 @@
  * loss_parse.c - distill_loss_parse: "name" or "name:key=value,key=value".
  *
  *   ce       smoothing=0
- *   kd       T=4, alpha=0.9
- *   dkd      T=4, alpha=1, beta=8          (mdistiller's CIFAR setting)
+ *   kd       T=4, alpha=0.9, ls=0
+ *   dkd      T=4, alpha=1, beta=8, ls=0    (mdistiller's CIFAR setting)
+ *   dist     T=1, beta=1, gamma=1          (the paper's ImageNet setting)
+ *   mlkd     ls=0, mask=0
  *   fitnets  student=NODE, teacher=NODE
  *   at       student=NODE, teacher=NODE, p=2
  *   sp       student=NODE, teacher=NODE
@@ -38,8 +40,10 @@ typedef struct loss_syntax {
 
 static const loss_syntax syntaxes[] = {
     {"ce", {"smoothing", NULL}, 0},
-    {"kd", {"T", "alpha", NULL}, 0},
-    {"dkd", {"T", "alpha", "beta", NULL}, 0},
+    {"kd", {"T", "alpha", "ls", NULL}, 0},
+    {"dkd", {"T", "alpha", "beta", "ls", NULL}, 0},
+    {"dist", {"T", "beta", "gamma", NULL}, 0},
+    {"mlkd", {"ls", "mask", NULL}, 0},
     {"fitnets", {"student", "teacher", NULL}, 1},
     {"at", {"student", "teacher", "p", NULL}, 1},
     {"sp", {"student", "teacher", NULL}, 1},
@@ -115,6 +119,16 @@ static int number(const kv *kvs, int n, const char *key, double def, double *out
     return parse_number(v, out);
 }
 
+/* Read key as a 0/1 flag (default 0); 0, or -1 if it is not 0 or 1. */
+static int flag(const kv *kvs, int n, const char *key, int *out)
+{
+    double v;
+    if (number(kvs, n, key, 0.0, &v) || (v != 0.0 && v != 1.0))
+        return -1;
+    *out = v == 1.0;
+    return 0;
+}
+
 int distill_loss_parse(distill_loss **out, const char *spec, float *weight)
 {
     if (!out)
@@ -149,8 +163,8 @@ int distill_loss_parse(distill_loss **out, const char *spec, float *weight)
             syn = &syntaxes[i];
     if (!syn) {
         rc = seterr(DISTILL_EINVAL,
-                    "loss spec '%s': unknown loss '%s' (known: ce, kd, dkd, fitnets, at, sp, "
-                    "rkd, pkt)",
+                    "loss spec '%s': unknown loss '%s' (known: ce, kd, dkd, dist, mlkd, fitnets, "
+                    "at, sp, rkd, pkt)",
                     spec, name);
         goto done;
     }
@@ -247,8 +261,37 @@ int distill_loss_parse(distill_loss **out, const char *spec, float *weight)
             rc = seterr(DISTILL_EINVAL, "loss spec '%s': beta must be a number >= 0", spec);
             goto done;
         }
-        rc = dkd ? distill_loss_dkd(&l, (float)T, (float)alpha, (float)beta)
-                 : distill_loss_kd(&l, (float)T, (float)alpha);
+        int ls;
+        if (flag(kvs, nkv, "ls", &ls)) {
+            rc = seterr(DISTILL_EINVAL, "loss spec '%s': ls must be 0 or 1", spec);
+            goto done;
+        }
+        if (dkd)
+            rc = ls ? distill_loss_dkd_ls(&l, (float)T, (float)alpha, (float)beta)
+                    : distill_loss_dkd(&l, (float)T, (float)alpha, (float)beta);
+        else
+            rc = ls ? distill_loss_kd_ls(&l, (float)T, (float)alpha)
+                    : distill_loss_kd(&l, (float)T, (float)alpha);
+    } else if (!strcmp(name, "dist")) {
+        double T, beta, gamma;
+        if (number(kvs, nkv, "T", 1.0, &T) || !(T > 0.0)) {
+            rc = seterr(DISTILL_EINVAL, "loss spec '%s': T must be a positive number", spec);
+            goto done;
+        }
+        if (number(kvs, nkv, "beta", 1.0, &beta) || beta < 0.0 ||
+            number(kvs, nkv, "gamma", 1.0, &gamma) || gamma < 0.0) {
+            rc = seterr(DISTILL_EINVAL, "loss spec '%s': beta and gamma must be numbers >= 0",
+                        spec);
+            goto done;
+        }
+        rc = distill_loss_dist(&l, (float)T, (float)beta, (float)gamma);
+    } else if (!strcmp(name, "mlkd")) {
+        int ls, mask;
+        if (flag(kvs, nkv, "ls", &ls) || flag(kvs, nkv, "mask", &mask)) {
+            rc = seterr(DISTILL_EINVAL, "loss spec '%s': ls and mask must be 0 or 1", spec);
+            goto done;
+        }
+        rc = distill_loss_mlkd(&l, ls, mask);
     } else if (!strcmp(name, "fitnets")) {
         rc = distill_loss_fitnets(&l, sn, tn);
     } else if (!strcmp(name, "at")) {

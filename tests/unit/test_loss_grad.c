@@ -292,6 +292,33 @@ static void test_grad_dkd(void **state)
         }
 }
 
+/* kd/dkd with logit standardization, DIST and MLKD (every variant). */
+static void test_grad_new_logit(void **state)
+{
+    (void)state;
+    const int64_t shapes[][2] = {{1, 3}, {4, 7}, {9, 10}};
+    for (int s = 0; s < 3; s++)
+        for (int k = 0; k < 8; k++) {
+            distill_loss *l = NULL;
+            const char *what[] = {"kd ls T=4 a=0.9", "dkd ls T=4 a=1 b=8", "dist T=1",
+                                  "dist T=4 b=2 g=2", "mlkd", "mlkd ls",
+                                  "mlkd mask", "mlkd ls mask"};
+            int rc = k == 0   ? distill_loss_kd_ls(&l, 4.0f, 0.9f)
+                     : k == 1 ? distill_loss_dkd_ls(&l, 4.0f, 1.0f, 8.0f)
+                     : k == 2 ? distill_loss_dist(&l, 1.0f, 1.0f, 1.0f)
+                     : k == 3 ? distill_loss_dist(&l, 4.0f, 2.0f, 2.0f)
+                              : distill_loss_mlkd(&l, (k - 4) & 1, (k - 4) >> 1);
+            assert_int_equal(rc, DISTILL_OK);
+            fd_case c;
+            case_init(&c, l, shapes[s][0], shapes[s][1], 1000 + (uint64_t)(s * 8 + k), 2.0f);
+            char label[96];
+            snprintf(label, sizeof label, "%s n=%lld C=%lld", what[k], (long long)shapes[s][0],
+                     (long long)shapes[s][1]);
+            check_case(&c, label);
+            case_free(&c);
+        }
+}
+
 /* ====================================================== feature losses */
 
 typedef struct tap_shapes {
@@ -470,7 +497,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_ce),      cmocka_unit_test(test_grad_kd),
-        cmocka_unit_test(test_grad_dkd),     cmocka_unit_test(test_grad_fitnets),
+        cmocka_unit_test(test_grad_dkd),     cmocka_unit_test(test_grad_new_logit),
+        cmocka_unit_test(test_grad_fitnets),
         cmocka_unit_test(test_grad_at),      cmocka_unit_test(test_grad_sp),
         cmocka_unit_test(test_grad_rkd),     cmocka_unit_test(test_grad_pkt),
         cmocka_unit_test(test_grad_large),   cmocka_unit_test(test_threads),
