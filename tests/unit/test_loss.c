@@ -2,11 +2,15 @@
  * test_loss.c - the loss functions of include/distill/loss.h: values
  * against hand computations, against PyTorch, and against a direct
  * re-computation of mdistiller's DKD; a host plug-in through the vtable;
- * validation of batches; errors; the spec parser.
+ * validation of batches; errors; the spec parser; DIST, MLKD and the
+ * logit-standardized KD/DKD against a NumPy float64 reference
+ * (tests/ref/logit_losses_ref.py; skipped when NumPy is missing) and their
+ * edge cases.
  *
  * The gradients of every loss against finite differences are in
  * test_loss_grad.c.
  */
+#define _POSIX_C_SOURCE 200809L /* popen */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "distill.h"
 
@@ -998,14 +1004,14 @@ static void test_parse_bad(void **state)
         {"kd:T=nan", "T must be a positive number"},
         {"kd:T=1e999", "T must be a positive number"},
         {"kd:alpha=1.5", "alpha must be a number in [0, 1]"},
-        {"kd:gamma=1", "unknown key 'gamma' for kd (known: T, alpha, weight)"},
+        {"kd:gamma=1", "unknown key 'gamma' for kd (known: T, alpha, ls, weight)"},
         {"kd:T=4,T=5", "T is given twice"},
         {"kd:T", "'T' is not key=value"},
         {"kd:T=", "T has no value"},
         {"kd:T=4,", "'' is not key=value"},
         {"", "no loss name"},
         {":T=4", "no loss name"},
-        {"hinton", "unknown loss 'hinton' (known: ce, kd, dkd, fitnets, at, sp, rkd, pkt)"},
+        {"hinton", "unknown loss 'hinton' (known: ce, kd, dkd, dist, mlkd, fitnets, at, sp, rkd, pkt)"},
         {"KD", "unknown loss 'KD'"},
         {"ce:smoothing=1", "smoothing must be a number in [0, 1)"},
         {"ce:T=4", "unknown key 'T' for ce"},
@@ -1039,6 +1045,142 @@ static void test_parse_bad(void **state)
     assert_int_equal(distill_loss_parse(NULL, "kd", NULL), DISTILL_EINVAL);
 }
 
+/* ============================================ DIST, MLKD, ls: reference */
+
+static void test_new_logit_vs_numpy(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/python3", X_OK) != 0)
+        skip();
+    enum { N = 6, C = 5 };
+    float s[N * C], t[N * C];
+    int32_t y[N];
+    for (int i = 0; i < N * C; i++) {
+        s[i] = (float)(2.5 * sin(1.3 * i + 0.2));
+        t[i] = (float)(3.0 * cos(0.7 * i * i + 0.5));
+    }
+    for (int i = 0; i < N; i++)
+        y[i] = (i * 3) % C;
+    FILE *f = fopen("logit_ref_batch.txt", "w");
+    assert_non_null(f);
+    fprintf(f, "%d %d\n", N, C);
+    for (int i = 0; i < N * C; i++)
+        fprintf(f, "%.9g\n", (double)s[i]);
+    for (int i = 0; i < N * C; i++)
+        fprintf(f, "%.9g\n", (double)t[i]);
+    for (int i = 0; i < N; i++)
+        fprintf(f, "%d\n", (int)y[i]);
+    assert_int_equal(fclose(f), 0);
+
+    /* the script sits in tests/ref beside this file's tests/unit */
+    char script[4096];
+    snprintf(script, sizeof script, "%s", __FILE__);
+    char *slash = strrchr(script, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    slash = strrchr(script, '/');
+    assert_non_null(slash);
+    snprintf(slash, sizeof script - (size_t)(slash - script), "/ref/logit_losses_ref.py");
+    assert_int_equal(access(script, R_OK), 0);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' logit_ref_batch.txt", script);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[512];
+    int compared = 0;
+    distill_loss_batch b = {N, C, s, t, y, NULL, NULL};
+    while (fgets(line, sizeof line, p)) {
+        char *tab = strchr(line, '\t');
+        assert_non_null(tab);
+        *tab = '\0';
+        double want = strtod(tab + 1, NULL);
+        distill_loss *l;
+        if (distill_loss_parse(&l, line, NULL) != DISTILL_OK)
+            fail_msg("%s: %s", line, distill_last_error());
+        double got = eval(l, &b, NULL);
+        printf("  %-30s libdistill %.12g  numpy %.12g\n", line, got, want);
+        assert_close(got, want, 1e-6 * fabs(want), line);
+        distill_loss_free(l);
+        compared++;
+    }
+    int st = pclose(p);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        skip(); /* no NumPy: not a pass */
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(compared, 9);
+}
+
+/* Constant rows, a batch of 1, NaN inputs and bad options. */
+static void test_new_logit_edges(void **state)
+{
+    (void)state;
+    float s[2 * 4] = {1, 1, 1, 1, 0.5f, -1, 2, 0};
+    float t[2 * 4] = {3, 3, 3, 3, 1, 2, -1, 0};
+    int32_t y[2] = {0, 2};
+    distill_loss_batch b = {2, 4, s, t, y, NULL, NULL};
+    const char *specs[] = {"kd:T=4,alpha=0.9,ls=1", "dkd:T=4,ls=1", "mlkd:ls=1,mask=1",
+                           "dist:T=1", "mlkd"};
+    for (int k = 0; k < 5; k++) {
+        distill_loss *l;
+        assert_int_equal(distill_loss_parse(&l, specs[k], NULL), DISTILL_OK);
+        float g[8] = {0};
+        distill_loss_grads gr = {g, NULL};
+        double v = eval(l, &b, &gr); /* constant rows: std 0, no NaN */
+        assert_true(isfinite(v));
+        for (int i = 0; i < 8; i++)
+            assert_true(isfinite(g[i]));
+        /* NaN refused, gradients untouched */
+        float bad = s[5];
+        s[5] = NAN;
+        float g2[8] = {0};
+        distill_loss_grads gr2 = {g2, NULL};
+        assert_int_equal(distill_loss_forward(l, &b, &v, &gr2), DISTILL_ENONFINITE);
+        assert_contains(distill_last_error(), "student_logits[1, 1]");
+        for (int i = 0; i < 8; i++)
+            assert_true(g2[i] == 0.0f);
+        s[5] = bad;
+        t[6] = INFINITY;
+        assert_int_equal(distill_loss_forward(l, &b, &v, NULL), DISTILL_ENONFINITE);
+        t[6] = -1;
+        assert_false(distill_loss_needs_labels(l) && k >= 2);
+        assert_true(distill_loss_needs_teacher(l));
+        distill_loss_free(l);
+    }
+    /* ls=1 on a constant row: z = 0 exactly, so KD of two constant rows is 0 */
+    {
+        distill_loss *l;
+        assert_int_equal(distill_loss_kd_ls(&l, 4.0f, 1.0f), DISTILL_OK);
+        distill_loss_batch b1 = {1, 4, s, t, NULL, NULL, NULL};
+        assert_close(eval(l, &b1, NULL), 0.0, 1e-15, "kd ls constant rows");
+        distill_loss_free(l);
+    }
+    /* DIST with a batch of 1: intra = 1, a constant with no gradient */
+    {
+        distill_loss *l;
+        assert_int_equal(distill_loss_dist(&l, 2.0f, 0.0f, 1.5f), DISTILL_OK);
+        distill_loss_batch b1 = {1, 4, s + 4, t + 4, NULL, NULL, NULL};
+        float g[4] = {0};
+        distill_loss_grads gr = {g, NULL};
+        assert_close(eval(l, &b1, &gr), 4.0 * 1.5, 1e-12, "dist intra n=1");
+        for (int i = 0; i < 4; i++)
+            assert_true(g[i] == 0.0f);
+        distill_loss_free(l);
+    }
+    /* bad options */
+    distill_loss *l = (distill_loss *)&b;
+    assert_int_equal(distill_loss_dist(&l, 0.0f, 1.0f, 1.0f), DISTILL_EINVAL);
+    assert_null(l);
+    assert_int_equal(distill_loss_dist(&l, 1.0f, -1.0f, 1.0f), DISTILL_EINVAL);
+    assert_int_equal(distill_loss_mlkd(&l, 2, 0), DISTILL_EINVAL);
+    assert_int_equal(distill_loss_kd_ls(&l, 4.0f, 1.5f), DISTILL_EINVAL);
+    assert_int_equal(distill_loss_parse(&l, "kd:ls=2", NULL), DISTILL_EINVAL);
+    assert_contains(distill_last_error(), "ls must be 0 or 1");
+    assert_int_equal(distill_loss_parse(&l, "mlkd:mask=x", NULL), DISTILL_EINVAL);
+    assert_int_equal(distill_loss_parse(&l, "dist:gamma=-1", NULL), DISTILL_EINVAL);
+    assert_int_equal(distill_loss_parse(&l, "dist:alpha=1", NULL), DISTILL_EINVAL);
+    assert_contains(distill_last_error(), "unknown key 'alpha'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1053,6 +1195,8 @@ int main(void)
         cmocka_unit_test(test_accumulate),
         cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_new_logit_vs_numpy),
+        cmocka_unit_test(test_new_logit_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
