@@ -93,6 +93,9 @@ typedef enum cli_opt_id {
     OPT_WORKERS,
     OPT_CLASSES,
     OPT_WIDTH,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
     OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
@@ -122,6 +125,8 @@ typedef struct cli_options {
     int n_scale, n_ratio;
     float scale[4], ratio[4];
     int64_t memory;                 /* --memory in bytes */
+    const char *checkpoint, *resume;
+    int checkpoint_every;           /* steps; 0 = only at each epoch's end */
 } cli_options;
 
 /** One option of a subcommand; help NULL means the option's general help. */
@@ -288,6 +293,16 @@ typedef struct cli_progress {
     double last_val;  /* validation accuracy of the last epoch, or -1 */
     double last_loss;
     int epochs_done;
+    int print_every;  /* steps between printed progress lines */
+    /* checkpoints: written every `ckpt_every` steps (0: never mid-epoch) and
+     * at each epoch's end when `ckpt_path` is set, and on an interrupt to
+     * `ckpt_path`, else `ckpt_default` */
+    const distill_trainer *tr;
+    const char *ckpt_path, *ckpt_default;
+    int ckpt_every;
+    int ckpt_failed;  /* a checkpoint could not be written (message printed) */
+    int ckpt_saved;   /* the interrupt's checkpoint was written */
+    const char *ckpt_written; /* where the interrupt's checkpoint went */
 } cli_progress;
 
 void cli_progress_init(cli_progress *p, int quiet);
@@ -310,7 +325,7 @@ int cli_load_progress_cb(int stage, int64_t done, int64_t total, void *payload);
 /** End a redrawn line, if any. */
 void cli_load_progress_end(cli_load_progress *p);
 
-/** Catch SIGINT: the first Ctrl-C sets a flag; a second one kills. */
+/** Catch SIGINT and SIGTERM: the first one sets a flag; a second one kills. */
 void cli_sigint_install(void);
 void cli_sigint_restore(void);
 int cli_interrupted(void);

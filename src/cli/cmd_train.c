@@ -4,8 +4,12 @@
  * The first two build the same run: training and validation data, a
  * student model, optionally teachers (models, or one teacher cache), loss
  * terms, then the trainer's fit.  The model file is written once, at the
- * end (atomically, by the library); a run stopped by Ctrl-C or by an error
- * writes nothing.
+ * end (atomically, by the library); a run stopped by an error writes
+ * nothing.  --checkpoint writes the training state at each epoch's end and
+ * every --checkpoint-every steps; SIGINT or SIGTERM writes it (to
+ * --checkpoint, else OUT.ckpt) at the next step boundary and exits with
+ * 130; --resume loads it after the trainer and its losses are made, so the
+ * resumed fit continues the same run exactly.
  *
  * `distill cache` runs the teachers over the training data of such a run
  * through every augmentation view and stores their logits; it takes the
@@ -45,6 +49,7 @@ typedef struct run {
     distill_trainer *tr;
     cli_progress progress;
     double seconds;
+    char ckpt_default[4096];  /* OUT.ckpt: where an interrupt saves without --checkpoint */
 } run;
 
 static void run_free(run *r)
@@ -87,7 +92,7 @@ static double now_s(void)
 }
 
 /* Fail early, not after hours of training, when --out cannot be written. */
-static int check_out_dir(const char *path)
+static int check_dir_of(const char *opt, const char *path)
 {
     const char *slash = strrchr(path, '/');
     char dir[4096];
@@ -98,8 +103,8 @@ static int check_out_dir(const char *path)
     else
         snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     if (access(dir, W_OK | X_OK) != 0)
-        return cli_fail(CLI_ERUNTIME, "--out %s: the folder '%s' is missing or not writable", path,
-                        dir);
+        return cli_fail(CLI_ERUNTIME, "%s %s: the folder '%s' is missing or not writable", opt,
+                        path, dir);
     return CLI_OK;
 }
 
@@ -138,7 +143,13 @@ static int check_common(run *r)
         return rc;
     if ((rc = cli_norm_get(&r->data, r->o, &r->norm)) || (rc = parse_losses(r)))
         return rc;
-    return check_out_dir(r->o->out);
+    if (cli_given(r->o, OPT_CHECKPOINT_EVERY) && !cli_given(r->o, OPT_CHECKPOINT))
+        return cli_fail(CLI_EUSAGE, "%s: --checkpoint-every needs --checkpoint FILE", cmd->name);
+    if (r->o->resume && access(r->o->resume, R_OK) != 0)
+        return cli_fail(CLI_ERUNTIME, "--resume %s: no such file or not readable", r->o->resume);
+    if (r->o->checkpoint && (rc = check_dir_of("--checkpoint", r->o->checkpoint)))
+        return rc;
+    return check_dir_of("--out", r->o->out);
 }
 
 /* ------------------------------------------------------------- data */
@@ -398,8 +409,15 @@ static int make_trainer(run *r)
     for (int i = 0; i < r->o->n_losses; i++)
         if ((rc = add_loss(r, i)))
             return rc;
-    if (r->o->n_losses == 0 && r->o->unlabelled)
-        return add_unlabelled_kd(r);
+    if (r->o->n_losses == 0 && r->o->unlabelled && (rc = add_unlabelled_kd(r)))
+        return rc;
+    r->progress.tr = r->tr;
+    r->progress.ckpt_path = r->o->checkpoint;
+    r->progress.ckpt_every = r->o->checkpoint_every;
+    snprintf(r->ckpt_default, sizeof r->ckpt_default, "%s.ckpt", r->o->out);
+    r->progress.ckpt_default = r->ckpt_default;
+    if (r->o->resume && (rc = distill_trainer_load_checkpoint(r->tr, r->o->resume)))
+        return cli_fail_lib(rc, "--resume %s", r->o->resume);
     return CLI_OK;
 }
 
@@ -413,9 +431,18 @@ static int fit(run *r)
     r->seconds = now_s() - t0;
     cli_sigint_restore();
     cli_progress_end(&r->progress);
-    if (rc == DISTILL_ECANCELLED && cli_interrupted())
-        return cli_fail(CLI_EINTERRUPTED, "interrupted at step %lld; %s was not written",
-                        (long long)distill_trainer_steps_done(r->tr), r->o->out);
+    if (rc == DISTILL_ECANCELLED && cli_interrupted()) {
+        long long step = (long long)distill_trainer_steps_done(r->tr);
+        if (!r->progress.ckpt_saved)
+            return cli_fail(CLI_EINTERRUPTED, "interrupted at step %lld; no checkpoint could be "
+                            "written and %s was not written", step, r->o->out);
+        return cli_fail(CLI_EINTERRUPTED,
+                        "interrupted at step %lld; the training state is in %s: run the same "
+                        "command with --resume %s to continue (%s was not written)",
+                        step, r->progress.ckpt_written, r->progress.ckpt_written, r->o->out);
+    }
+    if (rc == DISTILL_ECANCELLED && r->progress.ckpt_failed)
+        return CLI_ERUNTIME; /* the message is printed */
     /* a cache that does not fit the run is refused before the first step */
     if (rc == DISTILL_EINVAL && r->o->teacher_cache && distill_trainer_steps_done(r->tr) == 0) {
         const char *msg = distill_last_error();
@@ -570,7 +597,7 @@ static int cache_check(run *r)
         (rc = cli_data_parse("--data", o->data, &r->data)) ||
         (rc = cli_norm_get(&r->data, o, &r->norm)))
         return rc;
-    return check_out_dir(o->out);
+    return check_dir_of("--out", o->out);
 }
 
 /* The teachers, and the training data a run with these options reads. */

@@ -24,7 +24,8 @@
     {OPT_LIMIT, "use only the first N training samples"}, {OPT_VAL_LIMIT, NULL}, \
     {OPT_AUGMENT, NULL}, {OPT_NO_AUGMENT, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, \
     {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL}, {OPT_RRC, NULL}, {OPT_SCALE, NULL},    \
-    {OPT_RATIO, NULL}, {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}
+    {OPT_RATIO, NULL}, {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_CHECKPOINT, NULL},       \
+    {OPT_CHECKPOINT_EVERY, NULL}, {OPT_RESUME, NULL}
 
 static const cli_cmd_opt TRAIN_OPTS[] = {
     {OPT_MODEL, "the model to train: a zoo name (a new model sized for the data) or a model "
@@ -122,8 +123,10 @@ static const cli_cmd_opt EXPORT_OPTS[] = {
 static const cli_command COMMANDS[] = {
     {"train", "Train a model on labelled data (supervised, cross-entropy).",
      "--model M --data D --out FILE [options]",
-     "Validation accuracy is printed after every epoch. Ctrl-C stops cleanly: the output file is "
-     "written only when training completes.",
+     "Validation accuracy is printed after every epoch. Ctrl-C (SIGINT) or SIGTERM stops at the "
+     "next step: the training state is written to the --checkpoint file (default OUT.ckpt) and "
+     "the program exits with status 130; run the same command with --resume FILE to continue. "
+     "The output file is written only when training completes.",
      TRAIN_OPTS, 0,
      "  distill train --model resnet20 --data fashion-mnist --epochs 3 --out teacher.dstl",
      cli_cmd_train},
@@ -133,8 +136,10 @@ static const cli_command COMMANDS[] = {
      "A zoo student is built for the teacher's input size and classes. Several --loss options "
      "add up; feature losses tap named nodes of both models (an adapter is trained when the "
      "shapes differ). With --teacher-cache the teacher's logits are read from a file made by "
-     "`distill cache`, and a step costs only the student's. Ctrl-C stops cleanly: the output "
-     "file is written only when training completes.",
+     "`distill cache`, and a step costs only the student's. Ctrl-C (SIGINT) or SIGTERM stops "
+     "at the next step, writes the --checkpoint file (default OUT.ckpt) and exits with status "
+     "130; the same command with --resume FILE continues. The output file is written only when "
+     "training completes.",
      DISTILL_OPTS, 0,
      "  distill distill --teacher teacher.dstl --student resnet8 --loss kd:T=4,alpha=0.9 \\\n"
      "      --loss fitnets:student=layer2,teacher=layer3,weight=0.5 \\\n"

@@ -114,6 +114,15 @@ static const opt_def OPTS[OPT_COUNT_] = {
     {OPT_WIDTH, "width", ARG_INT, "PCT", 25, 400,
      "channel widths of a zoo model in percent (mobilenet_v2: torchvision's width_mult; "
      "default 100)"},
+    {OPT_CHECKPOINT, "checkpoint", ARG_STR, "FILE", 0, 0,
+     "write the full training state to FILE (atomically) at each epoch's end, every "
+     "--checkpoint-every steps, and when SIGINT or SIGTERM stops the run (default for that: "
+     "OUT.ckpt)"},
+    {OPT_CHECKPOINT_EVERY, "checkpoint-every", ARG_INT, "N", 1, 1000000000,
+     "also write the --checkpoint every N steps"},
+    {OPT_RESUME, "resume", ARG_STR, "FILE", 0, 0,
+     "continue the run saved in FILE by --checkpoint or an interrupt; give the same options "
+     "otherwise: the result is the model of an uninterrupted run"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -228,6 +237,7 @@ static int set_int(const cli_command *cmd, const opt_def *d, const char *v, cli_
              : d->id == OPT_WORKERS ? &o->workers
              : d->id == OPT_CLASSES ? &o->classes
              : d->id == OPT_WIDTH ? &o->width_pct
+             : d->id == OPT_CHECKPOINT_EVERY ? &o->checkpoint_every
                                      : &o->top;
     *dst = (int)x;
     return CLI_OK;
@@ -407,6 +417,8 @@ static const char **str_slot(cli_opt_id id, cli_options *o)
     case OPT_DATA: return &o->data;
     case OPT_VAL: return &o->val;
     case OPT_TEACHER_CACHE: return &o->teacher_cache;
+    case OPT_CHECKPOINT: return &o->checkpoint;
+    case OPT_RESUME: return &o->resume;
     default: return &o->out;
     }
 }

@@ -5,10 +5,16 @@
  * (a log file, a pipe, CI) every progress call prints one plain line.  End
  * of epoch lines (with the validation accuracy) are printed in both modes.
  *
- * The first SIGINT only sets a flag, which the progress callback turns into
- * a request to stop; the library then returns DISTILL_ECANCELLED and the
- * command exits without writing its output.  The handler is installed with
- * SA_RESETHAND, so a second Ctrl-C kills the program at once.
+ * The first SIGINT or SIGTERM only sets a flag.  The progress callback,
+ * which the trainer calls after every step (progress_every 1; it prints
+ * only every print_every steps), sees it at the next step boundary, writes
+ * the checkpoint from there (the library allows it during a fit), and asks
+ * the trainer to stop; the library then returns DISTILL_ECANCELLED and the
+ * command exits with 130 without writing its output.  The handlers are
+ * installed with SA_RESETHAND, so a second signal kills the program at once.
+ *
+ * The same callback writes the periodic checkpoints: every ckpt_every
+ * steps and at each epoch's end.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -32,24 +38,36 @@ static void on_sigint(int sig)
     g_interrupted = 1;
 }
 
-void cli_sigint_install(void)
+static void install_one(int sig)
 {
     struct sigaction sa, old;
-    /* a program started with SIGINT ignored (nohup, a background job) keeps it so */
-    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+    /* a program started with the signal ignored (nohup, a background job) keeps it so */
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
         return;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESETHAND;
-    sigaction(SIGINT, &sa, NULL);
+    sigaction(sig, &sa, NULL);
+}
+
+static void restore_one(int sig)
+{
+    struct sigaction old;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == on_sigint)
+        signal(sig, SIG_DFL);
+}
+
+void cli_sigint_install(void)
+{
+    install_one(SIGINT);
+    install_one(SIGTERM);
 }
 
 void cli_sigint_restore(void)
 {
-    struct sigaction old;
-    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == on_sigint)
-        signal(SIGINT, SIG_DFL);
+    restore_one(SIGINT);
+    restore_one(SIGTERM);
 }
 
 int cli_interrupted(void)
@@ -90,11 +108,26 @@ void cli_progress_init(cli_progress *p, int quiet)
     p->tty = isatty(STDERR_FILENO);
     p->quiet = quiet;
     p->last_val = -1;
+    p->print_every = p->tty ? 5 : 50;
 }
 
+/* Every step: the callback is where interrupts and checkpoints are seen. */
 int cli_progress_every(const cli_progress *p)
 {
-    return p->tty ? 5 : 50;
+    (void)p;
+    return 1;
+}
+
+static int save_checkpoint(cli_progress *pr, const char *path, int64_t step)
+{
+    int rc = distill_trainer_save_checkpoint(pr->tr, path);
+    if (rc) {
+        cli_progress_end(pr);
+        cli_fail_lib(rc, "--checkpoint %s (step %lld)", path, (long long)step);
+        pr->ckpt_failed = 1;
+        return -1;
+    }
+    return 0;
 }
 
 void cli_progress_end(cli_progress *p)
@@ -150,10 +183,22 @@ int cli_progress_cb(const distill_progress *p, void *payload)
     if (!pr->quiet) {
         if (p->end_of_epoch)
             print_epoch(pr, p);
-        else
+        else if (p->step % pr->print_every == 0)
             print_step(pr, p);
     }
-    return cli_interrupted();
+    if (cli_interrupted()) {
+        const char *path = pr->ckpt_path ? pr->ckpt_path : pr->ckpt_default;
+        if (pr->tr && path && save_checkpoint(pr, path, p->step) == 0) {
+            pr->ckpt_saved = 1;
+            pr->ckpt_written = path;
+        }
+        return 1;
+    }
+    if (pr->tr && pr->ckpt_path &&
+        (p->end_of_epoch || (pr->ckpt_every > 0 && p->step % pr->ckpt_every == 0)) &&
+        save_checkpoint(pr, pr->ckpt_path, p->step))
+        return 1; /* a run that cannot save its state stops, rather than lose it later */
+    return 0;
 }
 
 /* ---------------------------------------------------- loading images */

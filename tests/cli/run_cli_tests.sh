@@ -365,6 +365,82 @@ else
     expect_ok "predict with class names" 'rect\.png: [A-Za-z]' \
         predict --model "$student" --data fashion-mnist "$png"
 
+    # Runs that survive: the model of a run interrupted by a real SIGINT
+    # (at a step boundary, checkpoint written) and resumed, and of a run
+    # killed with SIGKILL after a periodic checkpoint and resumed, is byte
+    # for byte the model of the uninterrupted run (same seed, 2 threads).
+    surv=(train --model resnet8 --data fashion-mnist --limit 256 --val-limit 32 --batch 16
+          --epochs 2 --threads 2 --seed 3)
+    rm -f "$scratch"/surv-*
+    run "${surv[@]}" --quiet --out "$scratch/surv-ref.dstl"
+    [ "$status" -eq 0 ] && ok "survive: uninterrupted run" ||
+        not_ok "survive: uninterrupted run" "status $status"
+    # wait_step FILE N: until stderr FILE shows a progress line at step >= N
+    wait_step() {
+        local i
+        for ((i = 0; i < 600; i++)); do
+            if grep -Eo 'step [0-9]+/' "$1" 2>/dev/null | tr -dc '0-9\n' |
+                awk -v n="$2" '$1 >= n { f = 1 } END { exit !f }'; then
+                return 0
+            fi
+            sleep 0.05
+        done
+        return 1
+    }
+    set -m
+    "$bin" "${surv[@]}" --checkpoint "$scratch/surv-int.ckpt" \
+        --out "$scratch/surv-int.dstl" >"$out" 2>"$err" &
+    pid=$!
+    set +m
+    # the progress lines come every 50 steps off a terminal: wait for the first epoch
+    wait_step "$err" 16
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid"
+    status=$?
+    if [ "$status" -ne 130 ]; then
+        not_ok "survive: SIGINT writes a checkpoint, exits 130" "status $status"
+    elif ! tail -n 1 "$err" | grep -q "^distill: interrupted at step [0-9]*; .*--resume $scratch/surv-int.ckpt"; then
+        not_ok "survive: SIGINT writes a checkpoint, exits 130" "no resume message"
+    elif [ ! -s "$scratch/surv-int.ckpt" ] || [ -e "$scratch/surv-int.dstl" ]; then
+        not_ok "survive: SIGINT writes a checkpoint, exits 130" "checkpoint missing or model written"
+    else
+        ok "survive: SIGINT writes a checkpoint, exits 130"
+    fi
+    istep=$(tail -n 1 "$err" | sed -n 's/.*interrupted at step \([0-9]*\).*/\1/p')
+    run "${surv[@]}" --quiet --resume "$scratch/surv-int.ckpt" --out "$scratch/surv-int.dstl"
+    if [ "$status" -ne 0 ]; then
+        not_ok "survive: SIGINT then --resume = uninterrupted" "resume: status $status"
+    elif ! cmp -s "$scratch/surv-ref.dstl" "$scratch/surv-int.dstl"; then
+        not_ok "survive: SIGINT then --resume = uninterrupted" "the models differ (stopped at step $istep)"
+    elif [ -z "$istep" ] || [ "$istep" -ge 32 ] || [ "$istep" -lt 16 ]; then
+        not_ok "survive: SIGINT then --resume = uninterrupted" "stopped at step '$istep', not mid-run"
+    else
+        ok "survive: SIGINT then --resume = uninterrupted (stopped at step $istep)"
+    fi
+    # SIGKILL: nothing runs at the kill; the last periodic checkpoint counts
+    "$bin" "${surv[@]}" --checkpoint "$scratch/surv-kill.ckpt" --checkpoint-every 4 \
+        --out "$scratch/surv-kill.dstl" >"$out" 2>"$err" &
+    pid=$!
+    wait_step "$err" 16
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    status=$?
+    run "${surv[@]}" --quiet --checkpoint "$scratch/surv-kill.ckpt" \
+        --resume "$scratch/surv-kill.ckpt" --out "$scratch/surv-kill.dstl"
+    if [ "$status" -ne 0 ]; then
+        not_ok "survive: kill -9, --resume from --checkpoint-every = uninterrupted" "status $status"
+    elif ! cmp -s "$scratch/surv-ref.dstl" "$scratch/surv-kill.dstl"; then
+        not_ok "survive: kill -9, --resume from --checkpoint-every = uninterrupted" "the models differ"
+    else
+        ok "survive: kill -9, --resume from --checkpoint-every = uninterrupted"
+    fi
+    expect_error "survive: --checkpoint-every without --checkpoint" 2 'needs --checkpoint' \
+        "${surv[@]}" --checkpoint-every 3 --out "$scratch/x.dstl"
+    expect_error "survive: --resume of a missing file" 1 'resume .*nosuch\.ckpt' \
+        "${surv[@]}" --resume "$scratch/nosuch.ckpt" --out "$scratch/x.dstl"
+    expect_error "survive: --resume of a corrupt file" 1 'resume .*corrupt\.dstl' \
+        "${surv[@]}" --quiet --resume "$scratch/corrupt.dstl" --out "$scratch/x.dstl"
+
     # Ctrl-C: exit 130, one message, no output file.  Job control makes
     # the background job receive SIGINT rather than ignore it; the signal is
     # sent once training has reported progress (its handler is in place).

@@ -81,6 +81,13 @@ static void check_options(const cli_command *cmd, const cli_options *o, int argc
     check_string(o, OPT_VAL, o->val, argc, argv);
     check_string(o, OPT_OUT, o->out, argc, argv);
     check_string(o, OPT_TEACHER_CACHE, o->teacher_cache, argc, argv);
+    check_string(o, OPT_CHECKPOINT, o->checkpoint, argc, argv);
+    check_string(o, OPT_RESUME, o->resume, argc, argv);
+    if (cli_given(o, OPT_CHECKPOINT_EVERY))
+        fz_check(o->checkpoint_every >= 1 && o->checkpoint_every <= 1000000000,
+                 "--checkpoint-every in 1..10^9");
+    else
+        fz_check(o->checkpoint_every == 0, "--checkpoint-every not given is 0");
 
     fz_check(o->n_teachers >= 0 && o->n_teachers <= CLI_MAX_LIST, "teacher count");
     fz_check((o->n_teachers > 0) == cli_given(o, OPT_TEACHER), "teachers iff --teacher");
