@@ -294,6 +294,11 @@ typedef struct cli_progress {
     double last_loss;
     int epochs_done;
     int print_every;  /* steps between printed progress lines */
+    /* the callback runs every step and each call's images_per_sec covers
+     * that step alone: a printed line gives the rate over its interval,
+     * n_steps / sum(1 / rate) (the batch size is the same for every step) */
+    double inv_rate_sum;
+    int rate_steps;
     /* checkpoints: written every `ckpt_every` steps (0: never mid-epoch) and
      * at each epoch's end when `ckpt_path` is set, and on an interrupt to
      * `ckpt_path`, else `ckpt_default` */

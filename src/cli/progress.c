@@ -138,7 +138,7 @@ void cli_progress_end(cli_progress *p)
     }
 }
 
-static void print_step(cli_progress *pr, const distill_progress *p)
+static void print_step(cli_progress *pr, const distill_progress *p, double rate)
 {
     char eta[32];
     cli_format_duration(p->eta_seconds, eta, sizeof eta);
@@ -147,12 +147,12 @@ static void print_step(cli_progress *pr, const distill_progress *p)
         format_bar(bar, p->step, p->total_steps);
         fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld loss %.4f %.0f img/s ETA %s",
                 p->epoch, p->epochs, bar, (long long)p->step, (long long)p->total_steps, p->loss,
-                p->images_per_sec, eta);
+                rate, eta);
         pr->line_open = 1;
     } else {
         fprintf(stderr, "epoch %d/%d step %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %s\n",
                 p->epoch, p->epochs, (long long)p->step, (long long)p->total_steps, p->loss,
-                p->lr, p->images_per_sec, eta);
+                p->lr, rate, eta);
     }
     fflush(stderr);
 }
@@ -180,11 +180,18 @@ int cli_progress_cb(const distill_progress *p, void *payload)
         pr->last_val = p->val_accuracy;
         pr->epochs_done = p->epoch;
     }
+    if (!p->end_of_epoch && p->images_per_sec > 0) {
+        pr->inv_rate_sum += 1.0 / p->images_per_sec;
+        pr->rate_steps++;
+    }
     if (!pr->quiet) {
-        if (p->end_of_epoch)
+        if (p->end_of_epoch) {
             print_epoch(pr, p);
-        else if (p->step % pr->print_every == 0)
-            print_step(pr, p);
+        } else if (p->step % pr->print_every == 0) {
+            print_step(pr, p, pr->inv_rate_sum > 0 ? pr->rate_steps / pr->inv_rate_sum : 0);
+            pr->inv_rate_sum = 0;
+            pr->rate_steps = 0;
+        }
     }
     if (cli_interrupted()) {
         const char *path = pr->ckpt_path ? pr->ckpt_path : pr->ckpt_default;
