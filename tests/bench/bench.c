@@ -9,10 +9,12 @@
  *        student_latency_bs1_rgb64   (torchvision's ResNet-18 -> MobileNetV2, 3x64x64)
  *        e2e_teacher e2e_student_ce e2e_student_kd e2e_student_ce_6k
  *        e2e_student_kd_unlabelled
+ *        loader_jpeg64               (JPEG_DIR, a folder of class folders; not run by default)
  *        model_infer                 (MODEL, a .dstl or .onnx file; BATCH; not run by default)
  * env:   THREADS (2), STEPS (50), EPOCHS (3), SEED (0),
  *        FASHION_MNIST_DIR (/usr/share/datasets/fashion-mnist), OUT_DIR (/tmp),
- *        MODEL and BATCH (1) for model_infer
+ *        MODEL and BATCH (1) for model_infer,
+ *        JPEG_DIR, STREAM (1) and LOAD_SIZE (72) for loader_jpeg64
  * Progress goes to stderr only.
  */
 #include <math.h>
@@ -468,6 +470,74 @@ static void case_student_latency_bs1_rgb64(void)
     distill_model_free(s);
 }
 
+/* ------------------------------------------------------ loader_jpeg64 */
+
+/* Images/s delivered from the JPEG folder JPEG_DIR (one sub-folder per
+ * class): decode, RandomResizedCrop to 64x64, flip, ImageNet normalization,
+ * batch 64, THREADS worker threads, STEPS batches after 2 warm-up ones, as
+ * the peer's ImageFolder + DataLoader.  Files are decoded every epoch, as
+ * the peer decodes them (STREAM=1, the default: the folder is streamed);
+ * STREAM=0 decodes them once at load and times the transforms alone.  Our
+ * folder reader brings every image to LOAD_SIZE x LOAD_SIZE (default 72)
+ * when it decodes it; the crop is taken from that. */
+static void case_loader_jpeg64(void)
+{
+    const char *dir = getenv("JPEG_DIR");
+    if (!dir || !*dir) {
+        fprintf(stderr, "distill-bench: loader_jpeg64 needs JPEG_DIR (a folder of class folders)\n");
+        exit(2);
+    }
+    int stream = (int)env_long("STREAM", 1), load = (int)env_long("LOAD_SIZE", 72);
+    distill_folder_options fo;
+    CHECK(distill_folder_options_init(&fo, DISTILL_FOLDER_OPTIONS_VERSION));
+    fo.channels = 3;
+    fo.height = fo.width = load;
+    fo.memory_limit = stream ? 1 : -1;
+    double t_load = now();
+    distill_dataset *ds;
+    CHECK(distill_dataset_from_folder(&ds, dir, &fo));
+    t_load = now() - t_load;
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    distill_loader_options lo;
+    CHECK(distill_loader_options_init(&lo, DISTILL_LOADER_OPTIONS_VERSION));
+    lo.batch_size = RGB_BATCH;
+    lo.drop_last = 1;
+    lo.seed = g_seed;
+    lo.norm_count = 3;
+    lo.mean = mean;
+    lo.std = std;
+    lo.hflip = 1;
+    lo.random_resized_crop[0] = lo.random_resized_crop[1] = 64;
+    lo.workers = g_threads;
+    distill_loader *ld;
+    CHECK(distill_loader_create(&ld, ds, &lo));
+    int64_t dims[4] = {RGB_BATCH, 3, 64, 64};
+    distill_tensor *x;
+    CHECK(distill_tensor_create(&x, 4, dims));
+    int32_t y[RGB_BATCH];
+    int64_t n = 0;
+    double t0 = 0;
+    for (int i = 0; i < 2 + g_steps; i++) {
+        int count;
+        if (i == 2)
+            t0 = now();
+        CHECK(distill_loader_next(ld, x, y, &count));
+        if (count == 0) { /* end of an epoch: the next call starts the next one */
+            CHECK(distill_loader_next(ld, x, y, &count));
+        }
+        if (i >= 2)
+            n += count;
+    }
+    double ips = (double)n / (now() - t0);
+    char extra[160];
+    snprintf(extra, sizeof extra, "\"files\": %lld, \"stream\": %d, \"load_s\": %.2f",
+             (long long)distill_dataset_size(ds), stream, t_load);
+    emit("loader_jpeg64", ips, "images/s", RGB_BATCH, extra);
+    distill_tensor_free(x);
+    distill_loader_free(ld);
+    distill_dataset_free(ds);
+}
+
 /* ------------------------------------------------------- model_infer */
 
 static int ends_with(const char *s, const char *suffix)
@@ -640,7 +710,7 @@ static void e2e_student_kd_unlabelled(void)
 static const struct {
     const char *name;
     void (*fn)(void);
-    int e2e; /* 1: an e2e case, 2: needs MODEL; neither runs without arguments */
+    int e2e; /* 1: an e2e case, 2: needs MODEL or JPEG_DIR; neither runs without arguments */
 } cases[] = {
     {"kd_step", case_kd_step, 0},
     {"kd_step_cached", case_kd_step_cached, 0},
@@ -651,6 +721,7 @@ static const struct {
     {"student_train_step_rgb64", case_student_train_step_rgb64, 0},
     {"teacher_infer_rgb64", case_teacher_infer_rgb64, 0},
     {"student_latency_bs1_rgb64", case_student_latency_bs1_rgb64, 0},
+    {"loader_jpeg64", case_loader_jpeg64, 2},
     {"model_infer", case_model_infer, 2},
     {"e2e_teacher", case_e2e_teacher, 1},
     {"e2e_student_ce", e2e_student_ce, 1},
