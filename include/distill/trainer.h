@@ -3,8 +3,9 @@
  * and the compression report.
  *
  * Supervised training and distillation run in the same loop: a trainer
- * holds a student model (borrowed), an optional teacher, a weighted list of
- * losses, an optimizer and a learning-rate schedule.  Each step is
+ * holds one or more students (a model with its weighted losses and its
+ * optimizer), an optional teacher and a learning-rate schedule.  Each step
+ * is
  *
  *     zero_grad -> teacher forward -> student forward -> losses -> backward -> update
  *
@@ -170,6 +171,13 @@ typedef struct distill_progress {
     int end_of_epoch;       /**< nonzero on the call made after each epoch */
     double val_accuracy;    /**< on end_of_epoch calls with a validation set; else -1 */
     int64_t skipped_steps;  /**< batches skipped for non-finite values so far */
+    /** The trainer's students (1 unless it was made by
+     *  distill_trainer_create_students).  With several, `loss` is the sum of
+     *  their totals, `val_accuracy` the first student's, and the terms are
+     *  every student's, named "s1.ce", "s1.mutual", "s2.ce", ... */
+    int n_students;
+    const double *student_loss;          /**< (n_students) each one's total loss */
+    const double *student_val_accuracy;  /**< (n_students) as val_accuracy, each one's */
 } distill_progress;
 
 /** Return nonzero to stop training (the fit returns DISTILL_ECANCELLED). */
@@ -223,10 +231,102 @@ typedef struct distill_trainer_options {
 
 DISTILL_API int distill_trainer_options_init(distill_trainer_options *opts, unsigned int version);
 
+/* ---------------------------------------------------------------- student */
+
 /**
- * Create a trainer for `student` (borrowed: it must outlive the trainer;
- * its weights are updated in place) with an optional `teacher` (borrowed;
- * NULL for supervised training).  *out belongs to the caller.
+ * A student: a trainable model with the losses that train it and, while a
+ * trainer holds it, its optimizer state and the adapters of its feature
+ * losses.  The learning-rate schedule is the trainer's: every student of a
+ * trainer takes the same steps.  One trainer can hold several students
+ * (online distillation, distill_trainer_create_students()).
+ *
+ *     distill_student *s[2];
+ *     distill_student_create(&s[0], model_a);
+ *     distill_student_create(&s[1], model_b);
+ *     distill_trainer_create_students(&tr, 2, s, NULL, &o, NULL);   // deep mutual learning
+ *     distill_trainer_fit(tr, train, val);
+ *     distill_trainer_free(tr);
+ *     distill_student_free(s[0]), distill_student_free(s[1]);
+ */
+typedef struct distill_student distill_student;
+
+/**
+ * Make a student of `model` (borrowed: it must outlive the student; a
+ * trainer updates its weights in place).  *out belongs to the caller.
+ */
+DISTILL_API int distill_student_create(distill_student **out, distill_model *model);
+
+/** Free a student and the losses it owns (not its model).  Accepts NULL.
+ *  A student must not be freed while a trainer holds it. */
+DISTILL_API void distill_student_free(distill_student *s);
+
+/** The student's model (borrowed). */
+DISTILL_API distill_model *distill_student_model(const distill_student *s);
+
+/**
+ * Add a loss term with a weight to the student.  The student takes
+ * ownership of `loss`, also when the call fails.  A student tap is
+ * resolved here (DISTILL_ENOTFOUND for an unknown node); the teacher tap
+ * and the adapter (when the shapes differ) when a trainer takes the
+ * student, or here if one holds it already.  A student given no loss gets
+ * cross-entropy (no teacher) or kd:T=4,alpha=0.9 (with a teacher).
+ */
+DISTILL_API int distill_student_add_loss(distill_student *s, distill_loss *loss, float weight);
+
+#define DISTILL_MUTUAL_OPTIONS_VERSION 1
+
+/**
+ * Online distillation between the students of one trainer: deep mutual
+ * learning (Zhang et al., 2018).  On each batch every student's loss is its
+ * own terms (cross-entropy by default; KD too with a teacher) plus
+ *
+ *     weight * T^2 * 1/(S-1) * sum_{j != k} KL(softmax(z_j / T) || softmax(z_k / T))
+ *
+ * over the other students' logits z_j of the same batch, which are
+ * constants for student k (detached).  All students run their forward on
+ * the batch, then all update together.
+ */
+typedef struct distill_mutual_options {
+    unsigned int version; /**< DISTILL_MUTUAL_OPTIONS_VERSION */
+    float weight;         /**< weight of the mutual term; 1 (0: students train side by side) */
+    float temperature;    /**< T of the mutual term; 1 */
+} distill_mutual_options;
+
+#define DISTILL_MUTUAL_OPTIONS_INIT {DISTILL_MUTUAL_OPTIONS_VERSION, 1.0f, 1.0f}
+
+DISTILL_API int distill_mutual_options_init(distill_mutual_options *opts, unsigned int version);
+
+/**
+ * Create a trainer for `n` students (1 to 16; borrowed: they must outlive
+ * the trainer, and a student is held by one trainer at a time), all with the
+ * same input shape and number of classes, and an optional frozen `teacher`
+ * (borrowed; its classes must match; NULL for none).  With two or more
+ * students they learn from each other as `mutual` says (NULL: defaults).
+ * Each student gets its optimizer from `opts`.  Errors: DISTILL_EINVAL
+ * (n out of range, a NULL or repeated student, one held by another
+ * trainer, a loss that needs a teacher without one), DISTILL_ESHAPE
+ * (classes or input shapes that differ), DISTILL_ENOTFOUND (a teacher
+ * tap); the students are then as they were.  *out belongs to the caller.
+ */
+DISTILL_API int distill_trainer_create_students(distill_trainer **out, int n,
+                                                distill_student *const *students,
+                                                distill_teacher *teacher,
+                                                const distill_trainer_options *opts,
+                                                const distill_mutual_options *mutual);
+
+/** The trainer's number of students. */
+DISTILL_API int distill_trainer_num_students(const distill_trainer *tr);
+
+/** The trainer's student k (borrowed; for a trainer made by
+ *  distill_trainer_create, the trainer's own student of its model). */
+DISTILL_API distill_student *distill_trainer_student(const distill_trainer *tr, int k);
+
+/**
+ * Create a trainer for one `student` model (borrowed: it must outlive the
+ * trainer; its weights are updated in place) with an optional `teacher`
+ * (borrowed; NULL for supervised training): a trainer of one student that
+ * it makes and frees itself, as distill_student_create() and
+ * distill_trainer_create_students(out, 1, ...).  *out belongs to the caller.
  */
 DISTILL_API int distill_trainer_create(distill_trainer **out, distill_model *student,
                                        distill_teacher *teacher,
@@ -236,14 +336,17 @@ DISTILL_API int distill_trainer_create(distill_trainer **out, distill_model *stu
 DISTILL_API void distill_trainer_free(distill_trainer *tr);
 
 /**
- * Add a loss term with a weight.  The trainer takes ownership of `loss`,
- * also when the call fails.  Feature losses' taps are resolved here:
+ * Add a loss term with a weight to a trainer's only student (see
+ * distill_student_add_loss).  The trainer takes ownership of `loss`, also
+ * when the call fails.  Feature losses' taps are resolved here:
  * DISTILL_ENOTFOUND for an unknown node, and an adapter is created when
- * the shapes differ.
+ * the shapes differ.  A trainer of several students refuses
+ * (DISTILL_EINVAL): add to each student.
  */
 DISTILL_API int distill_trainer_add_loss(distill_trainer *tr, distill_loss *loss, float weight);
 
-/** Replace the optimizer settings (the run's lr/momentum/decay fields are overridden). */
+/** Replace the optimizer settings of every student (the run's lr/momentum/decay fields
+ *  are overridden). */
 DISTILL_API int distill_trainer_set_optimizer(distill_trainer *tr,
                                               const distill_optimizer_options *opts);
 
@@ -268,17 +371,19 @@ DISTILL_API int distill_trainer_step(distill_trainer *tr, const distill_tensor *
 DISTILL_API int64_t distill_trainer_steps_done(const distill_trainer *tr);
 
 /**
- * Write the full training state (weights, statistics, optimizer state,
- * schedule position, data order and position, RNG) atomically to `path`
+ * Write the full training state (every student's weights, statistics,
+ * optimizer state and adapters, the schedule position, data order and
+ * position, RNG) atomically to `path`
  * (temporary file, sync, rename; see distill_model_save).  Safe to call
  * from the progress callback during a fit.
  */
 DISTILL_API int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path);
 
 /**
- * Restore a checkpoint written for the same architecture; the next fit
- * continues exactly where it stopped.  DISTILL_EFORMAT for a corrupt file
- * or another architecture (the trainer is then unchanged).
+ * Restore a checkpoint written for the same architecture and number of
+ * students; the next fit continues exactly where it stopped.
+ * DISTILL_EFORMAT for a corrupt file, another architecture or another
+ * number of students (the trainer is then unchanged).
  */
 DISTILL_API int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path);
 

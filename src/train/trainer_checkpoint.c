@@ -1,6 +1,6 @@
 /*
  * trainer_checkpoint.c - exact checkpoints: the step count, the data
- * position, the student's and adapters' weights, BatchNorm statistics,
+ * position, every student's and adapter's weights, BatchNorm statistics,
  * generators and optimizer states, written atomically and loaded only
  * once the whole file has been checked.
  */
@@ -45,19 +45,43 @@ static int put_model(cwriter *w, const distill_model *m)
     return DISTILL_OK;
 }
 
-/* The loss terms a checkpoint records: a trainer given no loss gets one
+/* The loss terms a checkpoint records: a student given no loss gets one
  * default term (without an adapter) at its first fit or step, so it counts
  * as one before that too, and a checkpoint written after training loads
  * into a freshly created trainer. */
-static int effective_terms(const distill_trainer *tr)
+static int effective_terms(const distill_student *s)
 {
-    return tr->n_terms ? tr->n_terms : 1;
+    return s->n_terms ? s->n_terms : 1;
 }
 
+/* A student's adapters: one byte per term (has an adapter), then the
+ * adapter and its optimizer. */
+static int put_adapters(cwriter *w, const distill_student *s)
+{
+    for (int k = 0; k < effective_terms(s); k++) {
+        int has = k < s->n_terms && s->terms[k].adapter != NULL;
+        cw_u8(w, (uint8_t)has);
+        int rc;
+        if (has && ((rc = put_model(w, s->terms[k].adapter)) ||
+                    (rc = put_optimizer(w, s->terms[k].adapter_opt))))
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+/*
+ * The layout: TRNR (step, data position, seed, the first student's term
+ * count), MODL (the first student's model and optimizer), ADPT (its
+ * adapters) -- a single student's checkpoint is what it was before
+ * trainers took several -- and, with more students, STDS: their count
+ * after the first, then for each its term count, model and optimizer, and
+ * adapters.
+ */
 int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path)
 {
     if (!tr || !path)
         return seterr(DISTILL_EINVAL, "distill_trainer_save_checkpoint: NULL argument");
+    const distill_student *s0 = tr->students[0];
     cwriter w;
     int rc = cw_begin(&w, CKPT_MAGIC, CKPT_VERSION, 0);
     if (rc)
@@ -68,20 +92,28 @@ int distill_trainer_save_checkpoint(const distill_trainer *tr, const char *path)
     cw_u64(&w, tr->data_epoch);
     cw_u64(&w, tr->data_pos);
     cw_u64(&w, tr->o.seed);
-    cw_u32(&w, (uint32_t)effective_terms(tr));
+    cw_u32(&w, (uint32_t)effective_terms(s0));
     cw_end_section(&w);
     cw_section(&w, "MODL");
-    if ((rc = put_model(&w, tr->student)) || (rc = put_optimizer(&w, tr->opt)))
+    if ((rc = put_model(&w, s0->model)) || (rc = put_optimizer(&w, s0->opt)))
         goto fail;
     cw_end_section(&w);
     cw_section(&w, "ADPT");
-    for (int k = 0; k < effective_terms(tr); k++) {
-        cw_u8(&w, k < tr->n_terms && tr->terms[k].adapter != NULL);
-        if (tr->terms[k].adapter && ((rc = put_model(&w, tr->terms[k].adapter)) ||
-                                     (rc = put_optimizer(&w, tr->terms[k].adapter_opt))))
-            goto fail;
-    }
+    if ((rc = put_adapters(&w, s0)))
+        goto fail;
     cw_end_section(&w);
+    if (tr->n_students > 1) {
+        cw_section(&w, "STDS");
+        cw_u32(&w, (uint32_t)(tr->n_students - 1));
+        for (int i = 1; i < tr->n_students; i++) {
+            const distill_student *s = tr->students[i];
+            cw_u32(&w, (uint32_t)effective_terms(s));
+            if ((rc = put_model(&w, s->model)) || (rc = put_optimizer(&w, s->opt)) ||
+                (rc = put_adapters(&w, s)))
+                goto fail;
+        }
+        cw_end_section(&w);
+    }
     void *data;
     size_t size;
     if ((rc = cw_finish(&w, &data, &size)))
@@ -142,6 +174,81 @@ static void apply_model(distill_model *m, const staged *st)
     model_rng_set(m, st->rng);
 }
 
+/* One student's staged state: [0] its model, [k + 1] term k's adapter. */
+typedef struct staged_student {
+    staged st[MAX_LOSSES + 1];
+} staged_student;
+
+static int get_adapters(csection *s, const distill_student *stu, int index, staged_student *ss,
+                        const char *what)
+{
+    for (int k = 0; k < effective_terms(stu); k++) {
+        int has = cs_u8(s), rc;
+        if ((rc = s->status))
+            return rc;
+        if (has != (k < stu->n_terms && stu->terms[k].adapter != NULL))
+            return seterr(DISTILL_EFORMAT, "%s: loss %d's adapter%s does not match", what, k,
+                          index ? " of a further student" : "");
+        if (has && (rc = get_model(s, stu->terms[k].adapter, &ss->st[k + 1])))
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+/* Load every staged optimizer state, or none: a failure puts back the
+ * states already replaced. */
+static int load_optimizers(distill_trainer *tr, const staged_student *ss)
+{
+    enum { MAX_OPTS = MAX_STUDENTS * (MAX_LOSSES + 1) };
+    distill_optimizer **opts = xcalloc(MAX_OPTS, sizeof *opts);
+    const staged **from = xcalloc(MAX_OPTS, sizeof *from);
+    void **saved = xcalloc(MAX_OPTS, sizeof *saved);
+    size_t *saved_size = xcalloc(MAX_OPTS, sizeof *saved_size);
+    int rc = DISTILL_OK, nopt = 0, loaded = 0;
+    if (!opts || !from || !saved || !saved_size) {
+        rc = DISTILL_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < tr->n_students; i++) {
+        const distill_student *s = tr->students[i];
+        opts[nopt] = s->opt;
+        from[nopt++] = &ss[i].st[0];
+        for (int k = 0; k < s->n_terms; k++)
+            if (s->terms[k].adapter) {
+                opts[nopt] = s->terms[k].adapter_opt;
+                from[nopt++] = &ss[i].st[k + 1];
+            }
+    }
+    /* keep the current optimizer states, to put back if a later one fails */
+    for (int k = 0; k < nopt && rc == DISTILL_OK; k++) {
+        if ((rc = distill_optimizer_state_size(opts[k], &saved_size[k])))
+            break;
+        if (!(saved[k] = xmalloc(saved_size[k] ? saved_size[k] : 1)))
+            rc = DISTILL_ENOMEM;
+        else
+            rc = distill_optimizer_save_state(opts[k], saved[k], saved_size[k]);
+    }
+    for (int k = 0; rc == DISTILL_OK && k < nopt; k++) {
+        if ((rc = distill_optimizer_load_state(opts[k], from[k]->opt_state, from[k]->opt_size)))
+            break;
+        loaded = k + 1;
+    }
+    if (rc) {
+        int keep = rc;
+        for (int k = 0; k < loaded; k++)
+            distill_optimizer_load_state(opts[k], saved[k], saved_size[k]);
+        rc = keep;
+    }
+out:
+    for (int k = 0; saved && k < nopt; k++)
+        xfree(saved[k]);
+    xfree(opts);
+    xfree(from);
+    xfree(saved);
+    xfree(saved_size);
+    return rc;
+}
+
 int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)
 {
     if (!tr || !path)
@@ -154,14 +261,17 @@ int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)
     char what[300];
     snprintf(what, sizeof what, "checkpoint '%.256s'", path);
     creader r;
-    staged st[MAX_LOSSES + 1];
-    memset(st, 0, sizeof st);
+    staged_student *ss = xcalloc(MAX_STUDENTS, sizeof *ss);
     csection s;
     int64_t step = 0, skipped = 0;
     uint64_t de = 0, dp = 0;
+    if (!ss) {
+        rc = DISTILL_ENOMEM;
+        goto out;
+    }
     if ((rc = cr_open(&r, data, size, CKPT_MAGIC, CKPT_VERSION, what)))
         goto out;
-    static const char *const known[] = {"TRNR", "MODL", "ADPT", NULL};
+    static const char *const known[] = {"TRNR", "MODL", "ADPT", "STDS", NULL};
     if ((rc = cr_check_tags(&r, known)))
         goto out;
     if (!cr_find(&r, "TRNR", &s)) {
@@ -176,9 +286,10 @@ int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)
     uint32_t nt = cs_u32(&s);
     if ((rc = s.status))
         goto out;
-    if (nt != (uint32_t)effective_terms(tr) || step < 0) {
+    const distill_student *s0 = tr->students[0];
+    if (nt != (uint32_t)effective_terms(s0) || step < 0) {
         rc = seterr(DISTILL_EFORMAT, "%s: written with %u losses, this trainer has %d", what, nt,
-                    effective_terms(tr));
+                    effective_terms(s0));
         goto out;
     }
     if (!cr_find(&r, "MODL", &s) || !cr_find(&r, "ADPT", &s)) {
@@ -186,74 +297,60 @@ int distill_trainer_load_checkpoint(distill_trainer *tr, const char *path)
         goto out;
     }
     cr_find(&r, "MODL", &s);
-    if ((rc = get_model(&s, tr->student, &st[0])))
+    if ((rc = get_model(&s, s0->model, &ss[0].st[0])))
         goto out;
     cr_find(&r, "ADPT", &s);
-    for (int k = 0; k < effective_terms(tr); k++) {
-        int has = cs_u8(&s);
-        if ((rc = s.status))
-            goto out;
-        if (has != (k < tr->n_terms && tr->terms[k].adapter != NULL)) {
-            rc = seterr(DISTILL_EFORMAT, "%s: loss %d's adapter does not match", what, k);
+    if ((rc = get_adapters(&s, s0, 0, &ss[0], what)))
+        goto out;
+    {
+        uint32_t more = 0;
+        if (cr_find(&r, "STDS", &s)) {
+            more = cs_u32(&s);
+            if ((rc = s.status))
+                goto out;
+        }
+        if (more != (uint32_t)(tr->n_students - 1)) {
+            rc = seterr(DISTILL_EFORMAT, "%s: written for %llu student%s, this trainer has %d",
+                        what, (unsigned long long)more + 1, more ? "s" : "", tr->n_students);
             goto out;
         }
-        if (has && (rc = get_model(&s, tr->terms[k].adapter, &st[k + 1])))
-            goto out;
+        for (int i = 1; i < tr->n_students; i++) {
+            const distill_student *st = tr->students[i];
+            uint32_t nti = cs_u32(&s);
+            if ((rc = s.status))
+                goto out;
+            if (nti != (uint32_t)effective_terms(st)) {
+                rc = seterr(DISTILL_EFORMAT, "%s: student %d was written with %u losses, this "
+                                             "trainer's has %d",
+                            what, i + 1, nti, effective_terms(st));
+                goto out;
+            }
+            if ((rc = get_model(&s, st->model, &ss[i].st[0])) ||
+                (rc = get_adapters(&s, st, i, &ss[i], what)))
+                goto out;
+        }
     }
     /* everything checked: apply.  Optimizer states validate themselves
      * before changing anything; load them first so that a failure leaves
      * the weights untouched. */
-    {
-        /* keep the current optimizer states, to put back if a later one fails */
-        void *saved[MAX_LOSSES + 1] = {0};
-        size_t saved_size[MAX_LOSSES + 1] = {0};
-        distill_optimizer *opts[MAX_LOSSES + 1];
-        int nopt = 0;
-        opts[nopt++] = tr->opt;
-        for (int k = 0; k < tr->n_terms; k++)
-            if (tr->terms[k].adapter)
-                opts[nopt++] = tr->terms[k].adapter_opt;
-        for (int k = 0; k < nopt && rc == DISTILL_OK; k++) {
-            if ((rc = distill_optimizer_state_size(opts[k], &saved_size[k])))
-                break;
-            if (!(saved[k] = xmalloc(saved_size[k] ? saved_size[k] : 1)))
-                rc = DISTILL_ENOMEM;
-            else
-                rc = distill_optimizer_save_state(opts[k], saved[k], saved_size[k]);
-        }
-        int loaded = 0;
-        for (int k = 0, j = 0; rc == DISTILL_OK && k < nopt; k++) {
-            while (k > 0 && !tr->terms[j].adapter)
-                j++;
-            const staged *sg = k == 0 ? &st[0] : &st[j + 1];
-            if (k > 0)
-                j++;
-            if ((rc = distill_optimizer_load_state(opts[k], sg->opt_state, sg->opt_size)))
-                break;
-            loaded = k + 1;
-        }
-        if (rc) {
-            int keep = rc;
-            for (int k = 0; k < loaded; k++)
-                distill_optimizer_load_state(opts[k], saved[k], saved_size[k]);
-            rc = keep;
-        }
-        for (int k = 0; k < nopt; k++)
-            xfree(saved[k]);
-        if (rc)
-            goto out;
+    if ((rc = load_optimizers(tr, ss)))
+        goto out;
+    for (int i = 0; i < tr->n_students; i++) {
+        distill_student *st = tr->students[i];
+        apply_model(st->model, &ss[i].st[0]);
+        for (int k = 0; k < st->n_terms; k++)
+            if (st->terms[k].adapter)
+                apply_model(st->terms[k].adapter, &ss[i].st[k + 1]);
     }
-    apply_model(tr->student, &st[0]);
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter)
-            apply_model(tr->terms[k].adapter, &st[k + 1]);
     tr->step = step;
     tr->skipped = skipped;
     tr->data_epoch = de;
     tr->data_pos = dp;
 out:
-    for (int k = 0; k <= MAX_LOSSES; k++)
-        distill_model_free(st[k].model);
+    for (int i = 0; ss && i < MAX_STUDENTS; i++)
+        for (int k = 0; k <= MAX_LOSSES; k++)
+            distill_model_free(ss[i].st[k].model);
+    xfree(ss);
     xfree(data);
     return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * trainer_fit.c - distill_trainer_fit: epochs of shuffled, augmented
  * batches through the step, the learning-rate schedule over the whole run,
- * progress reports, the validation accuracy after each epoch, and the data
+ * progress reports, the validation accuracy of every student after each
+ * epoch, and the data
  * position that a checkpoint resumes from.
  */
 #include <string.h>
@@ -24,11 +25,36 @@ void trainer_norm_to_loader(distill_loader_options *lo, int count, const float *
     lo->std = count ? std : NULL;
 }
 
+/* The terms of the report: a single student's own, or every student's
+ * prefixed "sK." (the last one "mutual"). */
+static void report_terms(distill_trainer *tr)
+{
+    int m = 0;
+    for (int i = 0; i < tr->n_students; i++) {
+        const distill_student *s = tr->students[i];
+        int nt = s->n_terms + (tr->n_students > 1);
+        for (int k = 0; k < nt; k++, m++) {
+            const char *name = k < s->n_terms ? s->term_names[k] : "mutual";
+            if (tr->n_students == 1) {
+                tr->report_names[m] = name;
+            } else {
+                snprintf(tr->report_buf[m], sizeof tr->report_buf[m], "s%d.%s", i + 1, name);
+                tr->report_names[m] = tr->report_buf[m];
+            }
+            tr->report_values[m] = s->term_values[k];
+        }
+        tr->student_losses[i] = s->loss;
+        tr->student_accuracies[i] = s->val_accuracy;
+    }
+    tr->n_report = m;
+}
+
 static int report(distill_trainer *tr, int epoch, double loss, double lr, double ips,
                   double started, int end_of_epoch, double val)
 {
     if (!tr->o.progress)
         return DISTILL_OK;
+    report_terms(tr);
     distill_progress p;
     memset(&p, 0, sizeof p);
     p.epoch = epoch;
@@ -42,12 +68,15 @@ static int report(distill_trainer *tr, int epoch, double loss, double lr, double
     p.eta_seconds = tr->step > 0 && tr->total_steps > tr->step
                         ? el / (double)tr->step * (double)(tr->total_steps - tr->step)
                         : 0;
-    p.n_terms = tr->n_terms;
-    p.term_names = tr->term_names;
-    p.term_values = tr->term_values;
+    p.n_terms = tr->n_report;
+    p.term_names = tr->report_names;
+    p.term_values = tr->report_values;
     p.end_of_epoch = end_of_epoch;
     p.val_accuracy = val;
     p.skipped_steps = tr->skipped;
+    p.n_students = tr->n_students;
+    p.student_loss = tr->student_losses;
+    p.student_val_accuracy = tr->student_accuracies;
     if (tr->o.progress(&p, tr->o.progress_payload))
         return seterr(DISTILL_ECANCELLED, "training stopped by the progress callback at step %lld",
                       (long long)tr->step);
@@ -63,10 +92,10 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
     if (rc)
         return rc;
     int labelled = distill_dataset_has_labels(train);
-    for (int k = 0; k < tr->n_terms; k++)
-        if (!labelled && distill_loss_needs_labels(tr->terms[k].loss))
-            return seterr(DISTILL_EINVAL, "loss '%s' needs labels and the training data has none",
-                          tr->term_names[k]);
+    const char *needs = trainer_loss_needing_labels(tr);
+    if (!labelled && needs)
+        return seterr(DISTILL_EINVAL, "loss '%s' needs labels and the training data has none",
+                      needs);
     if (labelled && distill_dataset_num_classes(train) > tr->classes)
         return seterr(DISTILL_ESHAPE, "the data has %d classes, the model %d",
                       distill_dataset_num_classes(train), tr->classes);
@@ -193,10 +222,13 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
             eo.resize = tr->o.resize;
             memcpy(eo.center_crop, tr->o.center_crop, sizeof eo.center_crop);
             eo.workers = tr->o.workers;
-            distill_eval_result r;
-            if ((rc = distill_evaluate(tr->student, val, &eo, &r)))
-                goto out;
-            acc = r.top1;
+            for (int i = 0; i < tr->n_students; i++) {
+                distill_eval_result r;
+                if ((rc = distill_evaluate(tr->students[i]->model, val, &eo, &r)))
+                    goto out;
+                tr->students[i]->val_accuracy = r.top1;
+            }
+            acc = tr->students[0]->val_accuracy;
         }
         if ((rc = report(tr, (int)e + 1, loss, lr, ips, started, 1, acc)))
             goto out;

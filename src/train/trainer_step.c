@@ -1,8 +1,10 @@
 /*
  * trainer_step.c - one training step, read as the algorithm: zero_grad ->
- * (teacher and student) forward -> losses -> backward (adapters, then the
- * student) -> update; a refused or skipped step puts back what its forward
- * changed.
+ * (teacher and students) forward -> losses -> backward (adapters, then the
+ * student) -> update; with several students every one runs its forward
+ * before any computes its losses, so each sees the others' outputs of the
+ * same batch, and all update together.  A refused or skipped step puts back
+ * what its forward changed.
  */
 #include <math.h>
 #include <string.h>
@@ -30,12 +32,15 @@ static int set_lr(distill_trainer *tr, double *lr_out)
     int rc = distill_schedule_lr(&tr->sched, tr->step, &lr);
     if (rc)
         return rc;
-    if ((rc = distill_optimizer_set_lr(tr->opt, lr)))
-        return rc;
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter_opt &&
-            (rc = distill_optimizer_set_lr(tr->terms[k].adapter_opt, lr)))
+    for (int i = 0; i < tr->n_students; i++) {
+        distill_student *s = tr->students[i];
+        if ((rc = distill_optimizer_set_lr(s->opt, lr)))
             return rc;
+        for (int k = 0; k < s->n_terms; k++)
+            if (s->terms[k].adapter_opt &&
+                (rc = distill_optimizer_set_lr(s->terms[k].adapter_opt, lr)))
+                return rc;
+    }
     *lr_out = lr;
     return DISTILL_OK;
 }
@@ -53,10 +58,188 @@ void trainer_setup_schedule(distill_trainer *tr, int64_t total)
 /* Put back what the forward of a refused or skipped step changed. */
 static void undo_forward(distill_trainer *tr)
 {
-    model_state_restore(tr->student, &tr->backup);
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter)
-            model_state_restore(tr->terms[k].adapter, &tr->terms[k].backup);
+    for (int i = 0; i < tr->n_students; i++) {
+        distill_student *s = tr->students[i];
+        model_state_restore(s->model, &s->backup);
+        for (int k = 0; k < s->n_terms; k++)
+            if (s->terms[k].adapter)
+                model_state_restore(s->terms[k].adapter, &s->terms[k].backup);
+    }
+}
+
+static int reshape_student(distill_student *s, int64_t n)
+{
+    int rc;
+    if ((rc = trainer_reshape_n(s->s_logits, n)) || (rc = trainer_reshape_n(s->g_logits, n)) ||
+        (rc = trainer_reshape_n(s->g_tmp, n)))
+        return rc;
+    for (int k = 0; k < s->n_staps; k++)
+        if ((rc = trainer_reshape_n(s->staps[k].value, n)) ||
+            (rc = trainer_reshape_n(s->staps[k].grad, n)))
+            return rc;
+    for (int k = 0; k < s->n_terms; k++) {
+        term *t = &s->terms[k];
+        if ((t->a_feat && ((rc = trainer_reshape_n(t->a_feat, n)) ||
+                           (rc = trainer_reshape_n(t->a_grad, n)) ||
+                           (rc = trainer_reshape_n(t->i_grad, n)))) ||
+            (t->f_grad && (rc = trainer_reshape_n(t->f_grad, n))))
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+/* BatchNorm statistics (the student's and its adapters') and the student's
+ * generator change in the forward: keep them to restore if the step is
+ * refused or skipped. */
+static int save_state(distill_student *s)
+{
+    int rc = model_state_save(s->model, &s->backup);
+    for (int k = 0; rc == DISTILL_OK && k < s->n_terms; k++)
+        if (s->terms[k].adapter)
+            rc = model_state_save(s->terms[k].adapter, &s->terms[k].backup);
+    return rc;
+}
+
+/* zero_grad -> forward of the student, its taps and its adapters. */
+static int student_forward(distill_student *s, const distill_tensor *images)
+{
+    int rc;
+    distill_model_zero_grad(s->model);
+    if ((rc = distill_model_forward(s->model, images, DISTILL_MODE_TRAINING, s->s_logits)))
+        return rc;
+    for (int k = 0; k < s->n_staps; k++)
+        if ((rc = distill_model_read_node(s->model, s->staps[k].node, s->staps[k].value)))
+            return rc;
+    for (int k = 0; k < s->n_terms; k++) {
+        term *t = &s->terms[k];
+        if (!t->adapter)
+            continue;
+        distill_model_zero_grad(t->adapter);
+        if ((rc = distill_model_forward(t->adapter, s->staps[t->stap].value,
+                                        DISTILL_MODE_TRAINING, t->a_feat)))
+            return rc;
+    }
+    return DISTILL_OK;
+}
+
+/* Student `si`'s losses: its terms, then the mutual term over the other
+ * students' logits (all forwards done, nothing updated yet).  The weighted
+ * total goes to s->loss, the gradients into g_logits and the tap
+ * gradients. */
+static int student_losses(distill_trainer *tr, int si, int64_t n, const int32_t *labels)
+{
+    distill_student *s = tr->students[si];
+    double total = 0;
+    int rc;
+    zero(s->g_logits);
+    for (int k = 0; k < s->n_staps; k++)
+        zero(s->staps[k].grad);
+    for (int k = 0; k < s->n_terms; k++) {
+        term *t = &s->terms[k];
+        distill_loss_batch b;
+        memset(&b, 0, sizeof b);
+        b.n = n;
+        b.classes = tr->classes;
+        b.student_logits = s->s_logits->data;
+        b.teacher_logits = tr->teacher ? tr->t_logits->data : NULL;
+        b.labels = labels;
+        distill_loss_grads g;
+        zero(s->g_tmp);
+        g.student_logits = s->g_tmp->data;
+        g.student_feat = NULL;
+        if (t->stap >= 0) {
+            b.student_feat = t->adapter ? t->a_feat : s->staps[t->stap].value;
+            b.teacher_feat = teacher_tap(tr->teacher, t->ttap);
+            g.student_feat = t->adapter ? t->a_grad : t->f_grad;
+            zero(g.student_feat);
+        }
+        double v = 0;
+        if ((rc = distill_loss_forward(t->loss, &b, &v, &g)))
+            return rc;
+        s->term_values[k] = v;
+        total += t->weight * v;
+        for (size_t j = 0; j < s->g_logits->numel; j++)
+            s->g_logits->data[j] += t->weight * s->g_tmp->data[j];
+        if (t->stap >= 0 && !t->adapter) {
+            distill_tensor *sg = s->staps[t->stap].grad;
+            for (size_t j = 0; j < sg->numel; j++)
+                sg->data[j] += t->weight * t->f_grad->data[j];
+        }
+        if (t->adapter)
+            for (size_t j = 0; j < t->a_grad->numel; j++)
+                t->a_grad->data[j] *= t->weight;
+    }
+    if (tr->n_students > 1) {
+        const float *logits[MAX_STUDENTS];
+        for (int j = 0; j < tr->n_students; j++)
+            logits[j] = tr->students[j]->s_logits->data;
+        double v = 0;
+        if ((rc = mutual_loss(tr->n_students, si, n, tr->classes, logits,
+                              tr->mutual.temperature, tr->mutual.weight, &v, s->g_logits->data)))
+            return rc;
+        s->term_values[s->n_terms] = v;
+        total += tr->mutual.weight * v;
+    }
+    s->loss = total;
+    return DISTILL_OK;
+}
+
+/* backward: adapters first, their input gradient joins the tap's */
+static int student_backward(distill_student *s)
+{
+    int rc;
+    for (int k = 0; k < s->n_terms; k++) {
+        term *t = &s->terms[k];
+        if (!t->adapter)
+            continue;
+        const char *nm = distill_model_output_name(t->adapter);
+        const distill_tensor *ga = t->a_grad;
+        if ((rc = distill_model_backward(t->adapter, 1, &nm, &ga)) ||
+            (rc = distill_model_input_grad(t->adapter, t->i_grad)))
+            return rc;
+    }
+    const char *names[MAX_LOSSES + 1];
+    const distill_tensor *grads[MAX_LOSSES + 1];
+    int ng = 0;
+    names[ng] = distill_model_output_name(s->model);
+    grads[ng++] = s->g_logits;
+    for (int k = 0; k < s->n_staps; k++) {
+        /* an adapter's input gradient is added here */
+        for (int j = 0; j < s->n_terms; j++) {
+            term *t = &s->terms[j];
+            if (t->adapter && t->stap == k)
+                for (size_t e = 0; e < t->i_grad->numel; e++)
+                    s->staps[k].grad->data[e] += t->i_grad->data[e];
+        }
+        names[ng] = s->staps[k].node;
+        grads[ng++] = s->staps[k].grad;
+    }
+    return distill_model_backward(s->model, ng, names, grads);
+}
+
+/* Is every gradient of student si (its model's and each adapter's) finite?
+ * If not, DISTILL_ENONFINITE with a message, or 1 to skip the batch. */
+static int check_grads(distill_trainer *tr, int si)
+{
+    distill_student *s = tr->students[si];
+    for (int k = -1; k < s->n_terms; k++) {
+        distill_model *m = k < 0 ? s->model : s->terms[k].adapter;
+        if (!m)
+            continue;
+        size_t ng;
+        const float *g = distill_model_grad_block(m, &ng);
+        if (all_finite(g, ng))
+            continue;
+        if (tr->o.skip_nonfinite)
+            return 1;
+        char who[32] = "";
+        if (tr->n_students > 1)
+            snprintf(who, sizeof who, "of student %d ", si + 1);
+        return seterr(DISTILL_ENONFINITE, "a gradient %s%s%s%sis not finite at step %lld", who,
+                      k < 0 ? "" : "of the adapter of loss '", k < 0 ? "" : s->term_names[k],
+                      k < 0 ? "" : "' ", (long long)tr->step);
+    }
+    return DISTILL_OK;
 }
 
 int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const int32_t *labels,
@@ -66,19 +249,11 @@ int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const 
     int rc;
     if (tr->sched.version == 0)
         trainer_setup_schedule(tr, tr->total_steps);
-    if ((rc = trainer_reshape_n(tr->s_logits, n)) || (rc = trainer_reshape_n(tr->t_logits, n)) ||
-        (rc = trainer_reshape_n(tr->g_logits, n)) || (rc = trainer_reshape_n(tr->g_tmp, n)))
+    if ((rc = trainer_reshape_n(tr->t_logits, n)))
         return rc;
-    for (int k = 0; k < tr->n_staps; k++)
-        if ((rc = trainer_reshape_n(tr->staps[k].value, n)) || (rc = trainer_reshape_n(tr->staps[k].grad, n)))
+    for (int i = 0; i < tr->n_students; i++)
+        if ((rc = reshape_student(tr->students[i], n)))
             return rc;
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        if ((t->a_feat && ((rc = trainer_reshape_n(t->a_feat, n)) || (rc = trainer_reshape_n(t->a_grad, n)) ||
-                           (rc = trainer_reshape_n(t->i_grad, n)))) ||
-            (t->f_grad && (rc = trainer_reshape_n(t->f_grad, n))))
-            return rc;
-    }
     for (int64_t i = 0; labels && i < n; i++)
         if (labels[i] < 0 || labels[i] >= tr->classes)
             return seterr(DISTILL_EINVAL, "label %d of sample %lld is not in [0, %d)", labels[i],
@@ -94,19 +269,11 @@ int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const 
             *lr_out = 0;
         return DISTILL_OK;
     }
-
-    /* BatchNorm statistics (the student's and the adapters') and the
-     * student's generator change in the forward: keep them to restore if
-     * the step is refused or skipped */
-    if ((rc = model_state_save(tr->student, &tr->backup)))
-        return rc;
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter &&
-            (rc = model_state_save(tr->terms[k].adapter, &tr->terms[k].backup)))
+    for (int i = 0; i < tr->n_students; i++)
+        if ((rc = save_state(tr->students[i])))
             return rc;
 
-    /* zero_grad -> forward */
-    distill_model_zero_grad(tr->student);
+    /* zero_grad -> forward: the teacher once, then every student */
     if (tr->teacher && teacher_is_cache(tr->teacher)) {
         if (!tr->batch_index) {
             rc = seterr(DISTILL_EUNSUPPORTED, "a cached teacher works only inside "
@@ -119,63 +286,19 @@ int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const 
     } else if (tr->teacher && (rc = distill_teacher_forward(tr->teacher, images, tr->t_logits))) {
         goto restore;
     }
-    if ((rc = distill_model_forward(tr->student, images, DISTILL_MODE_TRAINING, tr->s_logits)))
-        goto restore;
-    for (int k = 0; k < tr->n_staps; k++)
-        if ((rc = distill_model_read_node(tr->student, tr->staps[k].node, tr->staps[k].value)))
+    for (int i = 0; i < tr->n_students; i++)
+        if ((rc = student_forward(tr->students[i], images)))
             goto restore;
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        if (!t->adapter)
-            continue;
-        distill_model_zero_grad(t->adapter);
-        if ((rc = distill_model_forward(t->adapter, tr->staps[t->stap].value,
-                                        DISTILL_MODE_TRAINING, t->a_feat)))
-            goto restore;
-    }
 
-    /* losses */
+    /* losses: each student's, against the others' outputs of this batch */
     double total = 0;
-    zero(tr->g_logits);
-    for (int k = 0; k < tr->n_staps; k++)
-        zero(tr->staps[k].grad);
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        distill_loss_batch b;
-        memset(&b, 0, sizeof b);
-        b.n = n;
-        b.classes = tr->classes;
-        b.student_logits = tr->s_logits->data;
-        b.teacher_logits = tr->teacher ? tr->t_logits->data : NULL;
-        b.labels = labels;
-        distill_loss_grads g;
-        zero(tr->g_tmp);
-        g.student_logits = tr->g_tmp->data;
-        g.student_feat = NULL;
-        if (t->stap >= 0) {
-            b.student_feat = t->adapter ? t->a_feat : tr->staps[t->stap].value;
-            b.teacher_feat = teacher_tap(tr->teacher, t->ttap);
-            g.student_feat = t->adapter ? t->a_grad : t->f_grad;
-            zero(g.student_feat);
-        }
-        double v = 0;
-        if ((rc = distill_loss_forward(t->loss, &b, &v, &g))) {
+    for (int i = 0; i < tr->n_students; i++) {
+        if ((rc = student_losses(tr, i, n, labels))) {
             if (rc == DISTILL_ENONFINITE && tr->o.skip_nonfinite)
                 goto skip;
             goto restore;
         }
-        tr->term_values[k] = v;
-        total += t->weight * v;
-        for (size_t j = 0; j < tr->g_logits->numel; j++)
-            tr->g_logits->data[j] += t->weight * tr->g_tmp->data[j];
-        if (t->stap >= 0 && !t->adapter) {
-            distill_tensor *sg = tr->staps[t->stap].grad;
-            for (size_t j = 0; j < sg->numel; j++)
-                sg->data[j] += t->weight * t->f_grad->data[j];
-        }
-        if (t->adapter)
-            for (size_t j = 0; j < t->a_grad->numel; j++)
-                t->a_grad->data[j] *= t->weight;
+        total += tr->students[i]->loss;
     }
     if (!isfinite(total)) {
         if (tr->o.skip_nonfinite)
@@ -185,67 +308,33 @@ int trainer_train_step(distill_trainer *tr, const distill_tensor *images, const 
         goto restore;
     }
 
-    /* backward: adapters first, their input gradient joins the tap's */
-    for (int k = 0; k < tr->n_terms; k++) {
-        term *t = &tr->terms[k];
-        if (!t->adapter)
-            continue;
-        const char *nm = distill_model_output_name(t->adapter);
-        const distill_tensor *ga = t->a_grad;
-        if ((rc = distill_model_backward(t->adapter, 1, &nm, &ga)) ||
-            (rc = distill_model_input_grad(t->adapter, t->i_grad)))
+    for (int i = 0; i < tr->n_students; i++)
+        if ((rc = student_backward(tr->students[i])))
             goto restore;
-    }
-    {
-        const char *names[MAX_LOSSES + 1];
-        const distill_tensor *grads[MAX_LOSSES + 1];
-        int ng = 0;
-        names[ng] = distill_model_output_name(tr->student);
-        grads[ng++] = tr->g_logits;
-        for (int k = 0; k < tr->n_staps; k++) {
-            /* an adapter's input gradient is added here */
-            for (int j = 0; j < tr->n_terms; j++) {
-                term *t = &tr->terms[j];
-                if (t->adapter && t->stap == k)
-                    for (size_t e = 0; e < t->i_grad->numel; e++)
-                        tr->staps[k].grad->data[e] += t->i_grad->data[e];
-            }
-            names[ng] = tr->staps[k].node;
-            grads[ng++] = tr->staps[k].grad;
-        }
-        if ((rc = distill_model_backward(tr->student, ng, names, grads)))
-            goto restore;
-    }
 
     /* update */
     double lr;
     if ((rc = set_lr(tr, &lr)))
         goto restore;
-    /* Every gradient (the student's and each adapter's) is checked before
+    /* Every gradient (each student's and each adapter's) is checked before
      * any optimizer moves a weight, so a failed step changes nothing. */
-    for (int k = -1; k < tr->n_terms; k++) {
-        distill_model *m = k < 0 ? tr->student : tr->terms[k].adapter;
-        if (!m)
-            continue;
-        size_t ng;
-        const float *g = distill_model_grad_block(m, &ng);
-        if (!all_finite(g, ng)) {
-            if (tr->o.skip_nonfinite)
-                goto skip;
-            rc = seterr(DISTILL_ENONFINITE, "a gradient %s%s%sis not finite at step %lld",
-                        k < 0 ? "" : "of the adapter of loss '", k < 0 ? "" : tr->term_names[k],
-                        k < 0 ? "" : "' ", (long long)tr->step);
+    for (int i = 0; i < tr->n_students; i++) {
+        if ((rc = check_grads(tr, i)) == 1)
+            goto skip;
+        if (rc)
             goto restore;
-        }
     }
     /* With every gradient finite, an optimizer's step could fail only on
      * parameters changed under it, which the trainer's own adapters never
-     * are: the adapters' steps after the student's cannot fail. */
-    if ((rc = distill_optimizer_step(tr->opt)))
-        goto restore;
-    for (int k = 0; k < tr->n_terms; k++)
-        if (tr->terms[k].adapter_opt && (rc = distill_optimizer_step(tr->terms[k].adapter_opt)))
+     * are: the steps after the first student's cannot fail. */
+    for (int i = 0; i < tr->n_students; i++) {
+        distill_student *s = tr->students[i];
+        if ((rc = distill_optimizer_step(s->opt)))
             goto restore;
+        for (int k = 0; k < s->n_terms; k++)
+            if (s->terms[k].adapter_opt && (rc = distill_optimizer_step(s->terms[k].adapter_opt)))
+                goto restore;
+    }
     tr->step++;
     if (loss_out)
         *loss_out = total;
@@ -273,9 +362,9 @@ int distill_trainer_step(distill_trainer *tr, const distill_tensor *images, cons
     int rc = trainer_ensure_default_loss(tr);
     if (rc)
         return rc;
-    for (int k = 0; k < tr->n_terms; k++)
-        if (!labels && distill_loss_needs_labels(tr->terms[k].loss))
-            return seterr(DISTILL_EINVAL, "loss '%s' needs labels", tr->term_names[k]);
+    const char *needs = trainer_loss_needing_labels(tr);
+    if (!labels && needs)
+        return seterr(DISTILL_EINVAL, "loss '%s' needs labels", needs);
     if (tr->sched.version == 0) {
         int64_t t = tr->total_steps > 0 ? tr->total_steps : tr->o.max_steps;
         trainer_setup_schedule(tr, t > 0 ? t : 1);
