@@ -96,6 +96,8 @@ typedef enum cli_opt_id {
     OPT_CHECKPOINT,
     OPT_CHECKPOINT_EVERY,
     OPT_RESUME,
+    OPT_MUTUAL_WEIGHT,
+    OPT_MUTUAL_T,
     OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
@@ -127,6 +129,10 @@ typedef struct cli_options {
     int64_t memory;                 /* --memory in bytes */
     const char *checkpoint, *resume;
     int checkpoint_every;           /* steps; 0 = only at each epoch's end */
+    /* `mutual`: every --student and --out in order (student, out: the first) */
+    const char *students[CLI_MAX_LIST], *outs[CLI_MAX_LIST];
+    int n_students, n_outs;
+    double mutual_weight, mutual_t;
 } cli_options;
 
 /** One option of a subcommand; help NULL means the option's general help. */
@@ -147,6 +153,7 @@ struct cli_command {
     int positionals;         /* nonzero: takes positional arguments */
     const char *example;     /* one or more lines */
     int (*run)(const cli_command *cmd, const cli_options *o);
+    int repeat_student_out;  /* nonzero: --student and --out may be repeated */
 };
 
 /**
@@ -308,6 +315,9 @@ typedef struct cli_progress {
     int ckpt_failed;  /* a checkpoint could not be written (message printed) */
     int ckpt_saved;   /* the interrupt's checkpoint was written */
     const char *ckpt_written; /* where the interrupt's checkpoint went */
+    /* several students: each one's last loss and validation accuracy */
+    double last_losses[CLI_MAX_LIST], last_vals[CLI_MAX_LIST];
+    int n_loss, n_val;
 } cli_progress;
 
 void cli_progress_init(cli_progress *p, int quiet);
@@ -359,6 +369,7 @@ void cli_json_elem_int(cli_json *j, int64_t value);
 /* ---------------------------------------------------------------- commands */
 
 int cli_cmd_train(const cli_command *cmd, const cli_options *o);
+int cli_cmd_mutual(const cli_command *cmd, const cli_options *o);
 int cli_cmd_distill(const cli_command *cmd, const cli_options *o);
 int cli_cmd_cache(const cli_command *cmd, const cli_options *o);
 int cli_cmd_eval(const cli_command *cmd, const cli_options *o);

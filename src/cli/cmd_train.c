@@ -1,7 +1,9 @@
 /*
- * cmd_train.c - `distill train`, `distill distill` and `distill cache`.
+ * cmd_train.c - `distill train`, `distill distill`, `distill mutual` and
+ * `distill cache`.
  *
- * The first two build the same run: training and validation data, a
+ * The first three build the same run (mutual: several students, each
+ * with its own --out): training and validation data, a
  * student model, optionally teachers (models, or one teacher cache), loss
  * terms, then the trainer's fit.  The model file is written once, at the
  * end (atomically, by the library); a run stopped by an error writes
@@ -47,6 +49,10 @@ typedef struct run {
     distill_loss *losses[CLI_MAX_LIST]; /* parsed --loss terms, until the trainer owns them */
     float weights[CLI_MAX_LIST];
     distill_trainer *tr;
+    /* mutual: the students (students[0] is `student`), each --out */
+    distill_model *students[CLI_MAX_LIST];
+    distill_student *sts[CLI_MAX_LIST];
+    int n_students;
     cli_progress progress;
     double seconds;
     char ckpt_default[4096];  /* OUT.ckpt: where an interrupt saves without --checkpoint */
@@ -57,6 +63,11 @@ static void run_free(run *r)
     for (int i = 0; i < r->o->n_losses; i++)
         distill_loss_free(r->losses[i]);
     distill_trainer_free(r->tr);
+    for (int i = 0; i < r->n_students; i++) {
+        distill_student_free(r->sts[i]);
+        if (r->students[i] != r->student)
+            distill_model_free(r->students[i]);
+    }
     distill_teacher_free(r->ensemble);
     for (int i = 0; i < r->n_teachers; i++) {
         distill_teacher_free(r->teachers[i]);
@@ -393,32 +404,47 @@ static int add_unlabelled_kd(run *r)
     return rc ? cli_fail_lib(rc, "loss kd:T=4,alpha=1") : CLI_OK;
 }
 
+static int check_batch(const run *r, const distill_trainer_options *t)
+{
+    int64_t n = distill_dataset_size(r->train);
+    if (n < t->batch_size)
+        return cli_fail(CLI_ERUNTIME,
+                        "the training data has %lld samples, fewer than one batch of %d (lower "
+                        "--batch)",
+                        (long long)n, t->batch_size);
+    return CLI_OK;
+}
+
+/* The trainer made: progress, checkpoints and --resume, as every training
+ * command has them. */
+static int trainer_ready(run *r)
+{
+    r->progress.tr = r->tr;
+    r->progress.ckpt_path = r->o->checkpoint;
+    r->progress.ckpt_every = r->o->checkpoint_every;
+    snprintf(r->ckpt_default, sizeof r->ckpt_default, "%s.ckpt", r->o->out);
+    r->progress.ckpt_default = r->ckpt_default;
+    int rc;
+    if (r->o->resume && (rc = distill_trainer_load_checkpoint(r->tr, r->o->resume)))
+        return cli_fail_lib(rc, "--resume %s", r->o->resume);
+    return CLI_OK;
+}
+
 static int make_trainer(run *r)
 {
     distill_trainer_options t;
     trainer_options(r, &t);
-    int64_t n = distill_dataset_size(r->train);
-    if (n < t.batch_size)
-        return cli_fail(CLI_ERUNTIME,
-                        "the training data has %lld samples, fewer than one batch of %d (lower "
-                        "--batch)",
-                        (long long)n, t.batch_size);
-    int rc = distill_trainer_create(&r->tr, r->student, run_teacher(r), &t);
+    int rc = check_batch(r, &t);
     if (rc)
+        return rc;
+    if ((rc = distill_trainer_create(&r->tr, r->student, run_teacher(r), &t)))
         return cli_fail_lib(rc, "trainer");
     for (int i = 0; i < r->o->n_losses; i++)
         if ((rc = add_loss(r, i)))
             return rc;
     if (r->o->n_losses == 0 && r->o->unlabelled && (rc = add_unlabelled_kd(r)))
         return rc;
-    r->progress.tr = r->tr;
-    r->progress.ckpt_path = r->o->checkpoint;
-    r->progress.ckpt_every = r->o->checkpoint_every;
-    snprintf(r->ckpt_default, sizeof r->ckpt_default, "%s.ckpt", r->o->out);
-    r->progress.ckpt_default = r->ckpt_default;
-    if (r->o->resume && (rc = distill_trainer_load_checkpoint(r->tr, r->o->resume)))
-        return cli_fail_lib(rc, "--resume %s", r->o->resume);
-    return CLI_OK;
+    return trainer_ready(r);
 }
 
 /* ------------------------------------------------------------- results */
@@ -435,11 +461,13 @@ static int fit(run *r)
         long long step = (long long)distill_trainer_steps_done(r->tr);
         if (!r->progress.ckpt_saved)
             return cli_fail(CLI_EINTERRUPTED, "interrupted at step %lld; no checkpoint could be "
-                            "written and %s was not written", step, r->o->out);
+                            "written and %s%s not written", step, r->o->out,
+                            r->n_students > 1 ? " and the other outputs were" : " was");
         return cli_fail(CLI_EINTERRUPTED,
                         "interrupted at step %lld; the training state is in %s: run the same "
-                        "command with --resume %s to continue (%s was not written)",
-                        step, r->progress.ckpt_written, r->progress.ckpt_written, r->o->out);
+                        "command with --resume %s to continue (%s%s not written)",
+                        step, r->progress.ckpt_written, r->progress.ckpt_written, r->o->out,
+                        r->n_students > 1 ? " and the other outputs were" : " was");
     }
     if (rc == DISTILL_ECANCELLED && r->progress.ckpt_failed)
         return CLI_ERUNTIME; /* the message is printed */
@@ -455,7 +483,12 @@ static int fit(run *r)
     }
     if (rc)
         return cli_fail_lib(rc, "training");
-    return cli_model_write("--out", r->student, r->o->out);
+    if (r->n_students == 0)
+        return cli_model_write("--out", r->student, r->o->out);
+    for (int i = 0; i < r->n_students; i++)
+        if ((rc = cli_model_write("--out", r->students[i], r->o->outs[i])))
+            return rc;
+    return CLI_OK;
 }
 
 static void print_result(const run *r, const char *model)
@@ -557,6 +590,216 @@ int cli_cmd_distill(const cli_command *cmd, const cli_options *o)
         rc = check_data(&r, "student", r.student);
     if (rc == CLI_OK)
         rc = run_fit(&r, o->student);
+    run_free(&r);
+    return rc;
+}
+
+/* ------------------------------------------------------------- mutual */
+
+/* mutual: two or more --student, one --out each, at most one kind of teacher. */
+static int mutual_check(run *r)
+{
+    const cli_command *cmd = r->cmd;
+    const cli_options *o = r->o;
+    int rc = cli_require(cmd, o, OPT_STUDENT);
+    if (rc)
+        return rc;
+    if (o->n_students < 2)
+        return cli_fail(CLI_EUSAGE,
+                        "%s: mutual learning needs at least two --student (got %d); to train one "
+                        "model use `distill train` or `distill distill`",
+                        cmd->name, o->n_students);
+    if ((rc = cli_require(cmd, o, OPT_OUT)))
+        return rc;
+    if (o->n_outs != o->n_students)
+        return cli_fail(CLI_EUSAGE,
+                        "%s: %d --student but %d --out: give one --out per student, in the same "
+                        "order",
+                        cmd->name, o->n_students, o->n_outs);
+    for (int i = 0; i < o->n_outs; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(o->outs[i], o->outs[j]) == 0)
+                return cli_fail(CLI_EUSAGE, "%s: --out %s is given for students %d and %d",
+                                cmd->name, o->outs[i], j + 1, i + 1);
+    if ((rc = check_common(r)))
+        return rc;
+    for (int i = 1; i < o->n_outs; i++)
+        if ((rc = check_dir_of("--out", o->outs[i])))
+            return rc;
+    return CLI_OK;
+}
+
+/*
+ * The students: with --teacher, the teacher fixes the data's shape and the
+ * classes; else the first student that is a model file; else the data (a
+ * zoo student is sized for it).  Zoo student k (from 0) is initialized with
+ * --seed + k, so that two students of one zoo name start apart.
+ */
+static int mutual_open(run *r)
+{
+    const cli_options *o = r->o;
+    int64_t shape[3] = {0, 0, 0};
+    int rc, classes = 0;
+    int fixed = -1; /* the student that fixes the shape, if no teacher does */
+    if (o->n_teachers > 0) {
+        if ((rc = open_teachers(r)) ||
+            (rc = cli_model_input_shape("teacher", r->tmodels[0], shape)))
+            return rc;
+        classes = cli_model_classes(r->tmodels[0]);
+    } else {
+        for (int i = 0; i < o->n_students && fixed < 0; i++)
+            if (cli_model_is_file(o->students[i]))
+                fixed = i;
+        if (fixed >= 0) {
+            if ((rc = cli_model_open("--student", o->students[fixed], NULL,
+                                     &r->students[fixed])) ||
+                (rc = cli_model_input_shape("student", r->students[fixed], shape)))
+                return rc;
+            classes = cli_model_classes(r->students[fixed]);
+        }
+    }
+    if ((rc = load_data(r, shape[0] ? shape : NULL)))
+        return rc;
+    for (int i = 0; i < r->n_teachers; i++)
+        if ((rc = check_data(r, "teacher", r->tmodels[i])))
+            return rc;
+    if (!shape[0]) {
+        if ((rc = cli_transformed_dims(o, r->train, 1, shape)))
+            return rc;
+        classes = distill_dataset_num_classes(r->train);
+        if (classes < 2)
+            return cli_fail(CLI_ERUNTIME, "--data %s has %d classes; a model needs at least 2",
+                            r->data.text, classes);
+    }
+    r->n_students = o->n_students;
+    for (int i = 0; i < o->n_students; i++) {
+        if (i != fixed) {
+            distill_zoo_options z;
+            zoo_for(&z, shape, classes, o->seed + (uint64_t)i);
+            if ((rc = cli_model_open("--student", o->students[i], &z, &r->students[i])))
+                return rc;
+        }
+        int c = cli_model_classes(r->students[i]);
+        if (c != classes)
+            return cli_fail(CLI_ERUNTIME, "--student %s has %d classes, %s %s has %d",
+                            o->students[i], c, o->n_teachers ? "--teacher" : "--student",
+                            o->n_teachers ? o->teachers[0] : o->students[fixed >= 0 ? fixed : 0],
+                            classes);
+        int64_t si[3];
+        if ((rc = cli_model_input_shape("student", r->students[i], si)))
+            return rc;
+        if (si[0] != shape[0] || si[1] != shape[1] || si[2] != shape[2])
+            return cli_fail(CLI_ERUNTIME,
+                            "--student %s takes %lldx%lldx%lld inputs, the other models "
+                            "%lldx%lldx%lld: the students of one run read the same batches",
+                            o->students[i], (long long)si[0], (long long)si[1],
+                            (long long)si[2], (long long)shape[0], (long long)shape[1],
+                            (long long)shape[2]);
+    }
+    for (int i = 0; i < o->n_students; i++)
+        if ((rc = check_data(r, "student", r->students[i])))
+            return rc;
+    r->student = r->students[0];
+    return make_teachers(r);
+}
+
+/* Every student gets the --loss terms (parsed again for each: a student
+ * owns its losses); with none, the library's default. */
+static int mutual_students(run *r)
+{
+    for (int i = 0; i < r->n_students; i++) {
+        int rc = distill_student_create(&r->sts[i], r->students[i]);
+        if (rc)
+            return cli_fail_lib(rc, "--student %s", r->o->students[i]);
+        for (int k = 0; k < r->o->n_losses; k++) {
+            distill_loss *l = r->losses[k];
+            float w = r->weights[k];
+            r->losses[k] = NULL;
+            if (!l && distill_loss_parse(&l, r->o->losses[k], &w))
+                return cli_fail_lib(DISTILL_EINVAL, "--loss %s", r->o->losses[k]);
+            if ((rc = distill_student_add_loss(r->sts[i], l, w)))
+                return cli_fail_lib(rc, "--loss %s (student %s)", r->o->losses[k],
+                                    r->o->students[i]);
+        }
+    }
+    return CLI_OK;
+}
+
+static int make_mutual_trainer(run *r)
+{
+    distill_trainer_options t;
+    trainer_options(r, &t);
+    int rc = check_batch(r, &t);
+    if (rc || (rc = mutual_students(r)))
+        return rc;
+    distill_mutual_options m;
+    distill_mutual_options_init(&m, DISTILL_MUTUAL_OPTIONS_VERSION);
+    if (cli_given(r->o, OPT_MUTUAL_WEIGHT))
+        m.weight = (float)r->o->mutual_weight;
+    if (cli_given(r->o, OPT_MUTUAL_T))
+        m.temperature = (float)r->o->mutual_t;
+    if ((rc = distill_trainer_create_students(&r->tr, r->n_students, r->sts, run_teacher(r), &t,
+                                              &m)))
+        return cli_fail_lib(rc, "trainer");
+    return trainer_ready(r);
+}
+
+static void print_mutual(const run *r)
+{
+    const cli_progress *p = &r->progress;
+    const cli_options *o = r->o;
+    if (o->json) {
+        cli_json j;
+        cli_json_open(&j, stdout);
+        cli_json_str(&j, "command", r->cmd->name);
+        cli_json_num(&j, "loss", p->last_loss);
+        cli_json_int(&j, "epochs", p->epochs_done);
+        cli_json_int(&j, "steps", distill_trainer_steps_done(r->tr));
+        cli_json_int(&j, "samples", distill_dataset_size(r->train));
+        cli_json_num(&j, "seconds", r->seconds);
+        cli_json_begin_arr(&j, "students");
+        for (int i = 0; i < r->n_students; i++) {
+            cli_json_begin_obj(&j, NULL);
+            cli_json_str(&j, "model", o->students[i]);
+            cli_json_num(&j, "accuracy", p->n_val > i && p->last_vals[i] >= 0 ? p->last_vals[i]
+                                                                               : NAN);
+            cli_json_num(&j, "loss", p->n_loss > i ? p->last_losses[i] : NAN);
+            cli_json_str(&j, "output", o->outs[i]);
+            cli_json_end_obj(&j);
+        }
+        cli_json_end_arr(&j);
+        cli_json_close(&j);
+        return;
+    }
+    char took[32];
+    cli_format_duration(r->seconds, took, sizeof took);
+    printf("mutual learning of %d students, %d epoch%s in %s, final loss %.4f (their sum)\n",
+           r->n_students, p->epochs_done, p->epochs_done == 1 ? "" : "s", took, p->last_loss);
+    for (int i = 0; i < r->n_students; i++) {
+        printf("wrote %s: %s", o->outs[i], o->students[i]);
+        if (p->n_loss > i)
+            printf(", final loss %.4f", p->last_losses[i]);
+        if (p->n_val > i && p->last_vals[i] >= 0)
+            printf(", validation accuracy %.4f", p->last_vals[i]);
+        printf("\n");
+    }
+}
+
+int cli_cmd_mutual(const cli_command *cmd, const cli_options *o)
+{
+    run r;
+    run_init(&r, cmd, o);
+    int rc = mutual_check(&r);
+    if (rc == CLI_OK) {
+        cli_apply_threads(o);
+        rc = mutual_open(&r);
+    }
+    if (rc == CLI_OK)
+        rc = make_mutual_trainer(&r);
+    if (rc == CLI_OK)
+        rc = fit(&r);
+    if (rc == CLI_OK)
+        print_mutual(&r);
     run_free(&r);
     return rc;
 }

@@ -3,6 +3,7 @@
  *
  *     distill train    --model resnet20 --data fashion-mnist --epochs 3 --out teacher.dstl
  *     distill distill  --teacher teacher.dstl --student resnet8 --out student.dstl ...
+ *     distill mutual   --student resnet8 --student resnet8 --out a.dstl --out b.dstl ...
  *     distill cache    --teacher teacher.dstl --data fashion-mnist --out teacher.cache
  *     distill eval     --model student.dstl --data fashion-mnist
  *     distill report   --teacher teacher.dstl --student student.dstl --data fashion-mnist
@@ -56,6 +57,27 @@ static const cli_cmd_opt DISTILL_OPTS[] = {
                "teacher; with --teacher-cache and a zoo student, the first image's size). "
                "The transforms must then give the teacher's size, or the run is refused"},
     {OPT_JSON, NULL}, {OPT_QUIET, NULL},
+    END_OPTS};
+
+static const cli_cmd_opt MUTUAL_OPTS[] = {
+    {OPT_STUDENT, "a student: a zoo name (sized for the teacher, else the data; student k "
+                  "from 0 is initialized with --seed + k) or a model file to continue from; "
+                  "give it two or more times"},
+    {OPT_TEACHER, "optional: a frozen teacher model file that every student also learns from "
+                  "(several: an ensemble)"},
+    {OPT_LOSS, "a loss term for every student, repeatable (default ce, or "
+               "kd:T=4,alpha=0.9 with --teacher): as in `distill distill --help`"},
+    {OPT_MUTUAL_WEIGHT, NULL}, {OPT_MUTUAL_T, NULL},
+    {OPT_OUT, "where to write a trained student, once per --student and in the same order "
+              "(written at the end, atomically)"},
+    {OPT_DATA, NULL}, {OPT_VAL, NULL}, {OPT_EPOCHS, NULL},
+    {OPT_BATCH, NULL}, {OPT_LR, NULL}, {OPT_SEED, NULL}, {OPT_THREADS, NULL},
+    {OPT_LIMIT, "use only the first N training samples"}, {OPT_VAL_LIMIT, NULL},
+    {OPT_AUGMENT, NULL}, {OPT_NO_AUGMENT, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL},
+    {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL}, {OPT_RRC, NULL}, {OPT_SCALE, NULL},
+    {OPT_RATIO, NULL}, {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_CHECKPOINT, NULL},
+    {OPT_CHECKPOINT_EVERY, NULL}, {OPT_RESUME, NULL},
+    {OPT_CHANNELS, NULL}, {OPT_SIZE, NULL}, {OPT_JSON, NULL}, {OPT_QUIET, NULL},
     END_OPTS};
 
 static const cli_cmd_opt CACHE_OPTS[] = {
@@ -129,7 +151,7 @@ static const cli_command COMMANDS[] = {
      "The output file is written only when training completes.",
      TRAIN_OPTS, 0,
      "  distill train --model resnet20 --data fashion-mnist --epochs 3 --out teacher.dstl",
-     cli_cmd_train},
+     cli_cmd_train, 0},
     {"distill", "Train a student from one or more teachers (knowledge distillation).",
      "(--teacher T [--teacher T2 ...] | --teacher-cache FILE)\n"
      "                       --student S --data D --out FILE [options]",
@@ -146,7 +168,24 @@ static const cli_command COMMANDS[] = {
      "      --data fashion-mnist --epochs 3 --out student.dstl\n"
      "  distill distill --teacher-cache teacher.cache --student resnet8 \\\n"
      "      --data fashion-mnist --epochs 3 --out student.dstl",
-     cli_cmd_distill},
+     cli_cmd_distill, 0},
+    {"mutual", "Train two or more students together, each learning from the others (DML).",
+     "--student S1 --student S2 [...] [--teacher T] --data D\n"
+     "                      --out FILE1 --out FILE2 [...] [options]",
+     "Deep mutual learning (Zhang et al., 2018): on every batch each student's loss is its "
+     "--loss terms (default ce; with --teacher, kd:T=4,alpha=0.9) plus --mutual-weight times "
+     "T^2 times the mean KL divergence from the other students' outputs at temperature T "
+     "(--mutual-temperature), those outputs taken as constants. All students step together "
+     "with the same schedule. The validation accuracy of every student is printed after each "
+     "epoch. Ctrl-C (SIGINT) or SIGTERM stops at the next step, writes the --checkpoint file "
+     "(default FILE1.ckpt, holding every student) and exits with status 130; the same command "
+     "with --resume FILE continues. The output files are written only when training completes.",
+     MUTUAL_OPTS, 0,
+     "  distill mutual --student resnet8 --student mobilenetv2 --data fashion-mnist \\\n"
+     "      --epochs 3 --out resnet8.dstl --out mobilenetv2.dstl\n"
+     "  distill mutual --student resnet8 --student resnet8 --teacher teacher.dstl \\\n"
+     "      --data fashion-mnist --out a.dstl --out b.dstl",
+     cli_cmd_mutual, 1},
     {"cache", "Store a teacher's logits for every augmented view of the data.",
      "--teacher T [--teacher T2 ...] --data D --out FILE [options]",
      "Every training sample is run through the teacher under each view the augmentation can "
@@ -159,17 +198,17 @@ static const cli_command COMMANDS[] = {
      "  distill cache --teacher teacher.dstl --data fashion-mnist --out teacher.cache\n"
      "  distill distill --teacher-cache teacher.cache --student resnet8 \\\n"
      "      --data fashion-mnist --epochs 3 --out student.dstl",
-     cli_cmd_cache},
+     cli_cmd_cache, 0},
     {"eval", "Evaluate a model: top-1 and top-5 accuracy, cross-entropy, sample count.",
      "--model M --data D [options]", NULL, EVAL_OPTS, 0,
-     "  distill eval --model student.dstl --data fashion-mnist --confusion", cli_cmd_eval},
+     "  distill eval --model student.dstl --data fashion-mnist --confusion", cli_cmd_eval, 0},
     {"report", "Compare a teacher and a student: size, cost, speed, accuracy, agreement.",
      "--teacher T --student S --data D [options]",
      "Latency is the median of repeated inference runs at batch 1 and at the large batch, with "
      "the current thread count; ratios are student / teacher.",
      REPORT_OPTS, 0,
      "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist",
-     cli_cmd_report},
+     cli_cmd_report, 0},
     {"predict", "Classify PNG or JPEG images: prints \"file: class (probability)\" for each.",
      "--model M [options] IMAGE.png...",
      "Images are converted to the model's channel count and resized (bilinear) to its input "
@@ -177,18 +216,18 @@ static const cli_command COMMANDS[] = {
      "unless --mean/--std say so.",
      PREDICT_OPTS, 1,
      "  distill predict --model student.dstl --data fashion-mnist shoe.png shirt.png",
-     cli_cmd_predict},
+     cli_cmd_predict, 0},
     {"summary", "Print a model's layers, output shapes, parameters and multiply-adds.",
      "--model M|ZOO-NAME", NULL, SUMMARY_OPTS, 0,
      "  distill summary --model resnet8\n"
      "  distill summary --model resnet18 --classes 1000 --channels 3 --size 224x224",
-     cli_cmd_summary},
+     cli_cmd_summary, 0},
     {"export", "Convert a model: to ONNX for other runtimes, or from ONNX to a model file.",
      "--model M --out FILE", "Models ending in .onnx are read as ONNX by every command. "
      "Operators the model cannot express are refused with the ONNX node's name and the reason.",
      EXPORT_OPTS, 0,
      "  distill export --model student.dstl --out student.onnx\n"
-     "  distill export --model teacher.onnx --out teacher.dstl", cli_cmd_export},
+     "  distill export --model teacher.onnx --out teacher.dstl", cli_cmd_export, 0},
 };
 
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

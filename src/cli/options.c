@@ -123,6 +123,11 @@ static const opt_def OPTS[OPT_COUNT_] = {
     {OPT_RESUME, "resume", ARG_STR, "FILE", 0, 0,
      "continue the run saved in FILE by --checkpoint or an interrupt; give the same options "
      "otherwise: the result is the model of an uninterrupted run"},
+    {OPT_MUTUAL_WEIGHT, "mutual-weight", ARG_REAL, "W", 0, 0,
+     "weight of each student's mutual term, the mean KL from the other students' outputs "
+     "(default 1; 0 trains the students side by side)"},
+    {OPT_MUTUAL_T, "mutual-temperature", ARG_REAL, "T", 0, 0,
+     "temperature of the mutual term, > 0 (default 1)"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -275,7 +280,14 @@ static int set_real(const cli_command *cmd, const opt_def *d, const char *v, cli
     double x = strtod(v, &end);
     if (errno || end == v || *end || !isfinite(x) || x < 0)
         return bad_value(cmd, d, v, "a non-negative number");
-    o->lr = x;
+    if (d->id == OPT_MUTUAL_T && !(x > 0))
+        return bad_value(cmd, d, v, "a positive number");
+    if (d->id == OPT_MUTUAL_WEIGHT)
+        o->mutual_weight = x;
+    else if (d->id == OPT_MUTUAL_T)
+        o->mutual_t = x;
+    else
+        o->lr = x;
     return CLI_OK;
 }
 
@@ -425,12 +437,23 @@ static const char **str_slot(cli_opt_id id, cli_options *o)
 
 static int set_value(const cli_command *cmd, const opt_def *d, const char *v, cli_options *o)
 {
-    if (d->kind != ARG_LIST && cli_given(o, d->id))
+    int repeated = cmd->repeat_student_out && (d->id == OPT_STUDENT || d->id == OPT_OUT);
+    if (d->kind != ARG_LIST && !repeated && cli_given(o, d->id))
         return cli_fail(CLI_EUSAGE, "%s: --%s given twice", cmd->name, d->name);
     switch (d->kind) {
     case ARG_STR:
         if (!*v)
             return cli_fail(CLI_EUSAGE, "%s: --%s: empty value", cmd->name, d->name);
+        if (d->id == OPT_STUDENT || d->id == OPT_OUT) {
+            const char **list = d->id == OPT_STUDENT ? o->students : o->outs;
+            int *n = d->id == OPT_STUDENT ? &o->n_students : &o->n_outs;
+            if (*n == CLI_MAX_LIST)
+                return cli_fail(CLI_EUSAGE, "%s: --%s given more than %d times", cmd->name,
+                                d->name, CLI_MAX_LIST);
+            list[(*n)++] = v;
+            if (*n > 1)
+                return CLI_OK;
+        }
         *str_slot(d->id, o) = v;
         return CLI_OK;
     case ARG_LIST: return add_list(cmd, d, v, o);

@@ -164,8 +164,13 @@ static void print_epoch(cli_progress *pr, const distill_progress *p)
     pr->line_open = 0;
     fprintf(stderr, "epoch %d/%d done: step %lld/%lld loss %.4f", p->epoch, p->epochs,
             (long long)p->step, (long long)p->total_steps, p->loss);
-    if (p->val_accuracy >= 0)
+    if (p->val_accuracy >= 0 && p->n_students > 1) {
+        fprintf(stderr, " val accuracy");
+        for (int i = 0; i < p->n_students; i++)
+            fprintf(stderr, " %.4f", p->student_val_accuracy[i]);
+    } else if (p->val_accuracy >= 0) {
         fprintf(stderr, " val accuracy %.4f", p->val_accuracy);
+    }
     if (p->skipped_steps > 0)
         fprintf(stderr, " (%lld non-finite steps skipped)", (long long)p->skipped_steps);
     fputc('\n', stderr);
@@ -176,9 +181,15 @@ int cli_progress_cb(const distill_progress *p, void *payload)
 {
     cli_progress *pr = payload;
     pr->last_loss = p->loss;
+    pr->n_loss = p->n_students < CLI_MAX_LIST ? p->n_students : CLI_MAX_LIST;
+    for (int i = 0; i < pr->n_loss; i++)
+        pr->last_losses[i] = p->student_loss[i];
     if (p->end_of_epoch) {
         pr->last_val = p->val_accuracy;
         pr->epochs_done = p->epoch;
+        pr->n_val = pr->n_loss;
+        for (int i = 0; i < pr->n_val; i++)
+            pr->last_vals[i] = p->student_val_accuracy[i];
     }
     if (!p->end_of_epoch && p->images_per_sec > 0) {
         pr->inv_rate_sum += 1.0 / p->images_per_sec;

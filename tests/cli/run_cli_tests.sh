@@ -298,6 +298,26 @@ else
     ok "failed transform runs write nothing"
 fi
 
+# ------------------------------------------------------------ mutual
+
+expect_error "mutual: one student" 2 'at least two --student \(got 1\)' \
+    mutual --student resnet8 --data "idx:$idx10_img,$idx10_lab" --out "$scratch/x.dstl"
+expect_error "mutual: --out count" 2 '2 --student but 1 --out' \
+    mutual --student resnet8 --student cnn --data "idx:$idx10_img,$idx10_lab" --out "$scratch/x.dstl"
+expect_error "mutual: --out twice the same" 2 'out .*x\.dstl is given for students 1 and 2' \
+    mutual --student resnet8 --student cnn --data "idx:$idx10_img,$idx10_lab" \
+    --out "$scratch/x.dstl" --out "$scratch/x.dstl"
+expect_error "mutual: --mutual-temperature 0" 2 'mutual-temperature' \
+    mutual --student resnet8 --student cnn --data "idx:$idx10_img,$idx10_lab" \
+    --mutual-temperature 0 --out "$scratch/x.dstl" --out "$scratch/y.dstl"
+expect_error "train: --out twice" 2 'out given twice' \
+    train --model resnet8 --data "idx:$idx10_img,$idx10_lab" --out "$scratch/x.dstl" \
+    --out "$scratch/y.dstl"
+rm -f "$scratch/m2.dstl"
+run train --model cnn --data "idx:$idx2_img,$idx2_lab" --batch 4 --epochs 1 --quiet \
+    --out "$scratch/m2.dstl"
+[ "$status" -eq 0 ] && ok "a two-class model" || not_ok "a two-class model" "status $status"
+
 # ------------------------------------------------------------ Fashion-MNIST
 
 if [ ! -e "$fmnist/train-images-idx3-ubyte.gz" ] && [ ! -e "$fmnist/train-images-idx3-ubyte" ]; then
@@ -440,6 +460,53 @@ else
         "${surv[@]}" --resume "$scratch/nosuch.ckpt" --out "$scratch/x.dstl"
     expect_error "survive: --resume of a corrupt file" 1 'resume .*corrupt\.dstl' \
         "${surv[@]}" --quiet --resume "$scratch/corrupt.dstl" --out "$scratch/x.dstl"
+
+    # Mutual learning: two students, each written; a run stopped by SIGINT
+    # and resumed writes both byte for byte as the uninterrupted run.
+    mut=(mutual --student resnet8 --student resnet8 --data fashion-mnist --limit 128
+         --val-limit 32 --batch 16 --epochs 2 --threads 2 --seed 3 --mutual-temperature 2)
+    rm -f "$scratch"/mut-*
+    expect_ok "mutual: two students" '^wrote .*mut-ref-b\.dstl: resnet8, final loss' \
+        "${mut[@]}" --quiet --out "$scratch/mut-ref-a.dstl" --out "$scratch/mut-ref-b.dstl"
+    if [ ! -s "$scratch/mut-ref-a.dstl" ] || cmp -s "$scratch/mut-ref-a.dstl" "$scratch/mut-ref-b.dstl"; then
+        not_ok "mutual: two different students written" "missing or equal"
+    else
+        ok "mutual: two different students written"
+    fi
+    set -m
+    "$bin" "${mut[@]}" --checkpoint "$scratch/mut-int.ckpt" --out "$scratch/mut-int-a.dstl" \
+        --out "$scratch/mut-int-b.dstl" >"$out" 2>"$err" &
+    pid=$!
+    set +m
+    wait_step "$err" 8
+    kill -INT "$pid" 2>/dev/null
+    wait "$pid"
+    status=$?
+    istep=$(tail -n 1 "$err" | sed -n 's/.*interrupted at step \([0-9]*\).*/\1/p')
+    if [ "$status" -ne 130 ] || [ ! -s "$scratch/mut-int.ckpt" ] || [ -e "$scratch/mut-int-a.dstl" ]; then
+        not_ok "mutual: SIGINT writes a checkpoint, exits 130" "status $status"
+    else
+        ok "mutual: SIGINT writes a checkpoint, exits 130"
+    fi
+    run "${mut[@]}" --quiet --resume "$scratch/mut-int.ckpt" --out "$scratch/mut-int-a.dstl" \
+        --out "$scratch/mut-int-b.dstl"
+    if [ "$status" -ne 0 ]; then
+        not_ok "mutual: SIGINT then --resume = uninterrupted" "resume: status $status"
+    elif ! cmp -s "$scratch/mut-ref-a.dstl" "$scratch/mut-int-a.dstl" ||
+         ! cmp -s "$scratch/mut-ref-b.dstl" "$scratch/mut-int-b.dstl"; then
+        not_ok "mutual: SIGINT then --resume = uninterrupted" "the models differ (stopped at step $istep)"
+    elif [ -z "$istep" ] || [ "$istep" -ge 16 ] || [ "$istep" -lt 8 ]; then
+        not_ok "mutual: SIGINT then --resume = uninterrupted" "stopped at step '$istep', not mid-run"
+    else
+        ok "mutual: SIGINT then --resume = uninterrupted (stopped at step $istep)"
+    fi
+    expect_error "mutual: a single-student checkpoint" 1 'written for 1 student, this trainer has 2' \
+        "${mut[@]}" --quiet --resume "$scratch/surv-kill.ckpt" --out "$scratch/x.dstl" \
+        --out "$scratch/y.dstl"
+    expect_error "mutual: students of different classes" 1 \
+        "--student .*student\.dstl has 10 classes, --student .*m2\.dstl has 2" \
+        mutual --student "$scratch/m2.dstl" --student "$student" --data "idx:$idx10_img,$idx10_lab" \
+        --batch 8 --epochs 1 --quiet --out "$scratch/x.dstl" --out "$scratch/y.dstl"
 
     # Ctrl-C: exit 130, one message, no output file.  Job control makes
     # the background job receive SIGINT rather than ignore it; the signal is
