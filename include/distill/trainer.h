@@ -352,8 +352,8 @@ DISTILL_API int distill_trainer_set_optimizer(distill_trainer *tr,
 
 /**
  * Train for the configured epochs on `train` (labels needed unless every
- * loss works without them), evaluating on `val` (may be NULL) after each
- * epoch.  Resumes where a loaded checkpoint left off.
+ * loss works without them), evaluating every student on `val` (may be
+ * NULL) after each epoch.  Resumes where a loaded checkpoint left off.
  */
 DISTILL_API int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
                                     const distill_dataset *val);
