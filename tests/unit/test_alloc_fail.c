@@ -347,6 +347,59 @@ static outcome run_train(void)
     return o;
 }
 
+/* Mutual learning: two students (the first with a FitNets term added
+ * before a trainer takes it, so its adapter is made then), a teacher, a
+ * step, and a checkpoint of both saved and loaded. */
+static const char *const MUTUAL_CKPT_PATH = "alloc_fail_mutual.ckpt";
+
+static outcome run_mutual(void)
+{
+    outcome o = {0};
+    distill_model *m[2] = {NULL, NULL}, *tmodel = NULL;
+    distill_student *s[2] = {NULL, NULL};
+    distill_teacher *teacher = NULL;
+    distill_trainer *tr = NULL;
+    distill_loss *fit = NULL;
+    distill_tensor *x = NULL;
+    int32_t y[4] = {0, 1, 2, 3};
+    int64_t xd[4] = {4, 1, 8, 8};
+    distill_trainer_options to;
+    distill_trainer_options_init(&to, DISTILL_TRAINER_OPTIONS_VERSION);
+    to.batch_size = 4;
+    to.prefetch = 0;
+
+    if (STEP(&o, small_model(&m[0], 4)) && STEP(&o, small_model(&m[1], 5)) &&
+        STEP(&o, small_model(&tmodel, 6)) &&
+        STEP(&o, distill_teacher_from_model(&teacher, tmodel)) &&
+        STEP(&o, distill_student_create(&s[0], m[0])) &&
+        STEP(&o, distill_student_create(&s[1], m[1])) &&
+        STEP(&o, distill_loss_fitnets(&fit, "relu1", "relu1"))) {
+        distill_loss *give = fit;
+        fit = NULL; /* the student owns it now, also on failure */
+        STEP(&o, distill_student_add_loss(s[0], give, 0.5f));
+    }
+    if (!o.rc && STEP(&o, distill_trainer_create_students(&tr, 2, s, teacher, &to, NULL)) &&
+        STEP(&o, distill_tensor_create(&x, 4, xd))) {
+        float *p = distill_tensor_data(x);
+        for (int i = 0; i < 4 * 64; i++)
+            p[i] = (float)((i * 29) % 17) / 16.0f;
+    }
+    if (!o.rc && STEP(&o, distill_trainer_step(tr, x, y, NULL)) &&
+        STEP(&o, distill_trainer_save_checkpoint(tr, MUTUAL_CKPT_PATH)))
+        STEP(&o, distill_trainer_load_checkpoint(tr, MUTUAL_CKPT_PATH));
+
+    distill_tensor_free(x);
+    distill_loss_free(fit);
+    distill_trainer_free(tr);
+    for (int k = 0; k < 2; k++) {
+        distill_student_free(s[k]);
+        distill_model_free(m[k]);
+    }
+    distill_teacher_free(teacher);
+    distill_model_free(tmodel);
+    return o;
+}
+
 /* The gzip IDX path. */
 static outcome run_idx(void)
 {
@@ -674,6 +727,13 @@ static void test_fail_train_path(void **state)
     unlink(CKPT_PATH);
 }
 
+static void test_fail_mutual_path(void **state)
+{
+    (void)state;
+    fail_each("mutual (two students, teacher, FitNets, step, checkpoint)", run_mutual);
+    unlink(MUTUAL_CKPT_PATH);
+}
+
 static void test_fail_idx_path(void **state)
 {
     (void)state;
@@ -706,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_fail_onnx_path),
         cmocka_unit_test(test_fail_distill_path),
         cmocka_unit_test(test_fail_train_path),
+        cmocka_unit_test(test_fail_mutual_path),
     };
     return cmocka_run_group_tests(tests, setup_files, NULL);
 }
