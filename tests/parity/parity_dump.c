@@ -16,7 +16,8 @@
  *        whose optimizer state gives the replay its momentum buffers),
  *        FIT_CHECK (1: only check that distill_trainer_fit() and
  *        distill_trainer_step() give the same bits on the same batches, and
- *        exit 0 if they do; nothing is written)
+ *        exit 0 if they do; nothing is written), BATCHES_ONLY (1: write
+ *        only the run's whole batch stream, for peer_fit.py --batches)
  *
  * The batches are the ones distill_trainer_fit() would draw: a loader with
  * the trainer's options (shuffle, drop_last, crop_padding 2, hflip,
@@ -161,6 +162,40 @@ static int fit_check(uint64_t seed, const distill_dataset *train, const distill_
     return differ == 0 && na == nb ? 0 : 1;
 }
 
+/* The e2e run's whole batch stream (EPOCHS epochs of augmented batches, as
+ * distill_trainer_fit() draws them), for peer_fit.py --batches:
+ *   "DSTLBTCH" u32 format(1) u32 steps u32 batch, then per step
+ *   f32 images[batch*784] (normalized, augmented), i32 labels[batch]. */
+static int batches_only(const char *path, uint64_t seed, int epochs, const distill_dataset *train)
+{
+    distill_loader *ld = make_loader(train, seed, 1);
+    int64_t per_epoch = distill_loader_num_batches(ld), d[4] = {BATCH, 1, 28, 28};
+    distill_tensor *x;
+    CHECK(distill_tensor_create(&x, 4, d));
+    int32_t y[BATCH];
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "distill-parity-dump: cannot write %s\n", path);
+        return 1;
+    }
+    put(f, "DSTLBTCH", 8);
+    put_u32(f, 1);
+    put_u32(f, (uint32_t)(per_epoch * epochs));
+    put_u32(f, BATCH);
+    for (int e = 0; e < epochs; e++) {
+        CHECK(distill_loader_set_state(ld, (uint64_t)e, 0));
+        for (int64_t s = 0; s < per_epoch; s++) {
+            int n;
+            CHECK(distill_loader_next(ld, x, y, &n));
+            put(f, distill_tensor_data(x), sizeof(float) * BATCH * 784);
+            put(f, y, sizeof y);
+        }
+    }
+    distill_tensor_free(x);
+    distill_loader_free(ld);
+    return fclose(f) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -196,6 +231,8 @@ int main(int argc, char **argv)
     CHECK(distill_dataset_fashion_mnist(&test, NULL, 0));
     if (env_long("FIT_CHECK", 0))
         return fit_check(seed, train, test);
+    if (env_long("BATCHES_ONLY", 0))
+        return batches_only(argv[1], seed, epochs, train);
     distill_loader *aug = make_loader(train, seed, 1), *plain = make_loader(train, seed, 0);
     int64_t per_epoch = distill_loader_num_batches(aug);
 
