@@ -29,7 +29,8 @@
  * File (little-endian):
  *   "DSTLPRTY" u32 format(2) u32 n_params u32 steps u32 batch u32 eval_n u32 skip
  *   per parameter: u32 name_len, name, u32 kind, u32 trainable, i64 numel,
- *                  i64 offset in the parameter block
+ *                  i64 offset in the parameter block (trainable ones; the
+ *                  statistics' offsets are in the statistics block)
  *   the parameters before the first recorded step (all, in order, f32)
  *   per step: f64 loss, f64 lr, f32 images[batch*784], f32 plain[batch*784],
  *             i32 labels[batch], f32 grads (trainable parameters, in order),
@@ -300,7 +301,9 @@ int main(int argc, char **argv)
         put_u32(f, (uint32_t)pi.kind);
         put_u32(f, (uint32_t)pi.trainable);
         put_i64(f, pi.numel);
-        put_i64(f, (int64_t)(pi.data - block));
+        size_t ns;
+        float *stats = distill_model_stats_block(m, &ns);
+        put_i64(f, (int64_t)(pi.trainable ? pi.data - block : pi.data - stats));
     }
     for (size_t i = 0; i < np; i++) {
         distill_param_info pi;

@@ -83,7 +83,7 @@ def read_dump(path):
         rec.append(dict(loss=loss, lr=lr, x=x, plain=plain, y=y, grads=grads, after=after))
     xe = arr("<f4", eval_n * 784).reshape(eval_n, 1, 28, 28) if eval_n else None
     le = arr("<f4", eval_n * 10).reshape(eval_n, 10) if eval_n else None
-    top1 = struct.unpack("<d", take(8))[0] if eval_n else None
+    top1 = struct.unpack("<d", take(8))[0] if eval_n and pos < len(raw) else None
     if pos != len(raw):
         sys.exit(f"{path}: {len(raw) - pos} bytes left over")
     return params, init, rec, xe, le, skip, top1
@@ -120,9 +120,9 @@ def get_state(model, params):
 def momentum_buffers(ckpt_path, params):
     """Our SGD momentum buffers from a trainer checkpoint: the optimizer state's OPTS section
     (util/container.h: tag, u32 flags, u64 length, payload) holds one float per scalar of the
-    parameter block."""
+    parameter block, which holds the trainable tensors (the statistics have their own)."""
     raw = open(ckpt_path, "rb").read()
-    n = sum(p["numel"] for p in params)
+    n = sum(p["numel"] for p in params if p["trainable"])
     at = raw.rfind(b"OPTS")
     flags, length = struct.unpack("<IQ", raw[at + 4:at + 16]) if at >= 0 else (0, 0)
     if at < 0 or flags != 0 or length != 4 * n:
@@ -345,7 +345,8 @@ def main():
         with torch.no_grad():
             hits = sum(int((m32(torch.from_numpy(xt[i:i + 1000, None])).argmax(1).numpy() == yt[i:i + 1000]).sum())
                        for i in range(0, len(xt), 1000))
-        print(f"test accuracy of our weights after step {skip + len(rec)}: distill_evaluate {top1:.4f}, "
+        ours = "not recorded" if top1 is None else f"{top1:.4f}"
+        print(f"test accuracy of our weights after step {skip + len(rec)}: distill_evaluate {ours}, "
               f"PyTorch eval {hits / len(xt):.4f}")
     if first:
         print(f"FIRST DIVERGENCE: step {first[0]}, {first[1]} of {first[2]}: ours {first[3]:.3g}, "
