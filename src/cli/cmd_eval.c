@@ -150,20 +150,28 @@ int cli_cmd_eval(const cli_command *cmd, const cli_options *o)
 
 /* ------------------------------------------------------------- summary */
 
+/* The zoo options --channels, --size, --classes and --width give. */
+static void zoo_from_options(const cli_options *o, distill_zoo_options *zo)
+{
+    distill_zoo_options init = DISTILL_ZOO_OPTIONS_INIT;
+    *zo = init;
+    if (cli_given(o, OPT_CHANNELS))
+        zo->in_channels = o->channels;
+    if (cli_given(o, OPT_SIZE))
+        zo->height = o->height, zo->width = o->width;
+    if (cli_given(o, OPT_CLASSES))
+        zo->classes = o->classes;
+    if (cli_given(o, OPT_WIDTH))
+        zo->width_mult_pct = o->width_pct;
+}
+
 int cli_cmd_summary(const cli_command *cmd, const cli_options *o)
 {
     int rc = cli_require(cmd, o, OPT_MODEL);
     if (rc)
         return rc;
-    distill_zoo_options zo = DISTILL_ZOO_OPTIONS_INIT;
-    if (cli_given(o, OPT_CHANNELS))
-        zo.in_channels = o->channels;
-    if (cli_given(o, OPT_SIZE))
-        zo.height = o->height, zo.width = o->width;
-    if (cli_given(o, OPT_CLASSES))
-        zo.classes = o->classes;
-    if (cli_given(o, OPT_WIDTH))
-        zo.width_mult_pct = o->width_pct;
+    distill_zoo_options zo;
+    zoo_from_options(o, &zo);
     distill_model *m;
     if ((rc = cli_model_open("--model", o->model, &zo, &m)))
         return rc;
@@ -180,8 +188,10 @@ int cli_cmd_export(const cli_command *cmd, const cli_options *o)
     int rc = cli_require(cmd, o, OPT_MODEL);
     if (rc || (rc = cli_require(cmd, o, OPT_OUT)))
         return rc;
+    distill_zoo_options zo;
+    zoo_from_options(o, &zo);
     distill_model *m;
-    if ((rc = cli_model_open("--model", o->model, NULL, &m)))
+    if ((rc = cli_model_open("--model", o->model, &zo, &m)))
         return rc;
     rc = cli_model_write("--out", m, o->out);
     distill_model_free(m);

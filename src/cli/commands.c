@@ -140,6 +140,10 @@ static const cli_cmd_opt EXPORT_OPTS[] = {
     {OPT_MODEL, "a model file (libdistill or .onnx) or a zoo name (a new, untrained model)"},
     {OPT_OUT, "the file to write: ONNX (opset 13) when it ends in .onnx, else the libdistill "
               "model format (written atomically)"},
+    {OPT_CHANNELS, "input channels of a zoo model (default 1)"},
+    {OPT_SIZE, "input size of a zoo model (default 28x28)"},
+    {OPT_CLASSES, NULL},
+    {OPT_WIDTH, NULL},
     END_OPTS};
 
 static const cli_command COMMANDS[] = {
@@ -227,7 +231,9 @@ static const cli_command COMMANDS[] = {
      "Operators the model cannot express are refused with the ONNX node's name and the reason.",
      EXPORT_OPTS, 0,
      "  distill export --model student.dstl --out student.onnx\n"
-     "  distill export --model teacher.onnx --out teacher.dstl", cli_cmd_export, 0},
+     "  distill export --model teacher.onnx --out teacher.dstl\n"
+     "  distill export --model mobilenet_v2 --channels 3 --size 64x64 --out mnv2.onnx",
+     cli_cmd_export, 0},
 };
 
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
