@@ -295,6 +295,24 @@ DISTILL_API int distill_model_forward(distill_model *m, const distill_tensor *in
                                       distill_tensor *output);
 
 /**
+ * Declare that the model's weights and BatchNorm statistics will not change
+ * (on nonzero) until distill_model_freeze(m, 0).  An inference forward
+ * normally prepares the weights anew on every call, because they may have
+ * been written through distill_model_param() or the blocks since the last
+ * one: it folds each BatchNorm into the convolution before it and converts
+ * the weights to the layout the kernels want.  A frozen model does that
+ * once per plan, so each later forward runs the model's kernels only: use
+ * it for deployment and serving.  Changing the weights of a frozen model
+ * (by hand, with an optimizer or by training it) leaves its forwards on the
+ * values it had when frozen; freezing and unfreezing drop the cached plans.
+ * Teachers (distill_teacher) freeze their private copy of the model.
+ */
+DISTILL_API int distill_model_freeze(distill_model *m, int on);
+
+/** Nonzero if the model is frozen (distill_model_freeze); 0 for NULL. */
+DISTILL_API int distill_model_is_frozen(const distill_model *m);
+
+/**
  * Keep node `name`'s output readable after each forward, and accept a
  * gradient for it in distill_model_backward().  This is how distillation
  * taps are declared.  The output node is always kept.  Other nodes' buffers

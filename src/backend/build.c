@@ -13,6 +13,7 @@
  *
  * Also the engine's per-model state: the cache of plans (get_plan).
  */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,51 @@ static int forward_chain(plan *p, distill_model *m, const chain *ch)
     return rc;
 }
 
+/* (Read at each plan build, which is rare: never in the step loop.) */
+int64_t parallel_min_macs(void)
+{
+    const char *e = getenv("DISTILL_PARALLEL_MIN_MACS");
+    char *end = NULL;
+    long long x = e && *e ? strtoll(e, &end, 10) : -1;
+    return (end && *end == 0 && x >= 0) ? (int64_t)x : PARALLEL_MIN_MACS_DEFAULT;
+}
+
+/* The work of emitting node i (a chain: from its conv) for N images, in
+ * multiply-adds; elementwise and data-movement ops count 8 per value. */
+static int64_t node_work(const distill_model *m, const build_ctx *c, int i, int64_t N)
+{
+    int src = c->claim[i] >= 0 ? c->claim[i] : i;
+    const node *n = &m->nodes[src];
+    int64_t e = 1;
+    for (int d = 0; d < m->nodes[i].rank; d++)
+        e *= m->nodes[i].dims[d];
+    int64_t w = n->macs > 8 * e ? n->macs : 8 * e;
+    return w * N;
+}
+
+/* Emit node i's forward steps; an inference node with little work gets
+ * primitives made for, and run on, one thread. */
+static int emit_node(plan *p, distill_model *m, const build_ctx *c, int i)
+{
+    int serial = !c->training && node_work(m, c, i, p->N) < parallel_min_macs();
+    int first = p->nsteps, full = omp_get_max_threads(), rc;
+    if (serial && full > 1)
+        omp_set_num_threads(1);
+    if (c->bn_relu[i] >= 0)
+        rc = bnorm_forward(p, m, i, c->training, c->bn_relu[i]);
+    else if (c->claim[i] >= 0)
+        rc = forward_chain(p, m, &c->chains[c->claim[i]]);
+    else
+        rc = forward_node(p, m, i, c->training);
+    if (serial && full > 1)
+        omp_set_num_threads(full);
+    for (int k = first; k < p->nsteps; k++)
+        p->steps[k].serial = serial;
+    if (i == m->output || (c->claim[i] >= 0 && c->chains[c->claim[i]].end == m->output))
+        p->out_serial = serial;
+    return rc;
+}
+
 static int pass_forward(plan *p, distill_model *m, const build_ctx *c)
 {
     dnnl_memory_desc_t imd;
@@ -234,13 +280,9 @@ static int pass_forward(plan *p, distill_model *m, const build_ctx *c)
     for (int i = 1; i < m->n_nodes && rc == DISTILL_OK; i++) {
         if (!c->needed[i] || c->relu_bn[i] >= 0)
             continue; /* (a fused ReLU is computed by its BatchNorm) */
-        if (c->bn_relu[i] >= 0)
-            rc = bnorm_forward(p, m, i, c->training, c->bn_relu[i]);
-        else if (c->claim[i] >= 0)
-            rc = i == c->chains[c->claim[i]].end ? forward_chain(p, m, &c->chains[c->claim[i]])
-                                                 : DISTILL_OK; /* emitted at the chain's end */
-        else
-            rc = forward_node(p, m, i, c->training);
+        if (c->claim[i] >= 0 && i != c->chains[c->claim[i]].end)
+            continue; /* emitted at the chain's end */
+        rc = emit_node(p, m, c, i);
     }
     p->fwd_end = p->nsteps;
     return rc;

@@ -84,6 +84,7 @@ typedef struct step {
     int64_t i0;
     float f0;
     int prep;       /* prepares weights: skipped once done for a frozen model */
+    int serial;     /* inference: too little work to share; runs on one thread */
 } step;
 
 typedef struct plan {
@@ -120,10 +121,14 @@ typedef struct plan {
     size_t red_size;  /* doubles */
     dnnl_stream_t stream;
 
+    int out_serial;   /* the output node's steps are serial (so is reading it) */
+
     uint64_t dropout_seed;
     int have_forward;  /* a forward ran on this plan since it was built */
     int have_backward;
     int prepped;       /* prep steps have run (frozen models run them once) */
+    uint64_t prep_call; /* the forward call (engine_state.calls) that last ran them */
+    int skip_prep;     /* set by the caller of run_steps: they already ran in this call */
 } plan;
 
 /* Return DISTILL_EBACKEND, naming `what`, if a oneDNN call fails. */
@@ -246,6 +251,14 @@ int conv_forward_fused(plan *p, distill_model *m, const chain *ch, int *fused);
  * fuse_relu is applied by the BatchNorm itself. */
 int bnorm_forward(plan *p, distill_model *m, int i, int training, int fuse_relu);
 
+/* Inference: a node (or fused chain) whose work per call, in multiply-adds
+ * (elementwise ops: 8 per output value), is below this runs single-threaded:
+ * its primitives are created and run with one OpenMP thread, with no
+ * fork/join.  DISTILL_PARALLEL_MIN_MACS in the environment overrides it (0:
+ * every primitive uses all threads). */
+#define PARALLEL_MIN_MACS_DEFAULT 2000000
+int64_t parallel_min_macs(void);
+
 /* ------------------------------------------------------------ build.c */
 
 /* What the engine keeps per model (distill_model.engine). */
@@ -253,6 +266,7 @@ struct engine_state {
     plan *plans;      /* cached plans, most recently used first */
     plan *last_plan;  /* plan of the last forward (for read_node/backward), or NULL */
     int last_chunked; /* the last forward ran in micro-batches: nothing to read */
+    uint64_t calls;   /* forward calls so far */
 };
 
 /* m's engine state, created (and its release hook installed) on first

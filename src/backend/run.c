@@ -5,6 +5,7 @@
  * input_grad calls.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,14 +115,21 @@ static void k_bn_bwd(plan *p, distill_model *m, const step *s)
 
 static int run_steps(plan *p, distill_model *m, int from, int to)
 {
+    /* serial steps run with one thread (as their primitives were made) */
+    int full = omp_get_max_threads(), cur = full;
     for (int k = from; k < to; k++) {
         step *s = &p->steps[k];
-        if (s->prep && p->prepped && m->frozen)
+        if (s->prep && ((p->prepped && m->frozen) || p->skip_prep))
             continue;
+        int want = s->serial ? 1 : full;
+        if (want != cur)
+            omp_set_num_threads(cur = want);
         switch (s->kind) {
         case K_PRIM: {
             dnnl_status_t st = dnnl_primitive_execute(s->prim, p->stream, s->nargs + 1, s->args);
             if (st != dnnl_success) {
+                if (cur != full)
+                    omp_set_num_threads(full);
                 return seterr(DISTILL_EBACKEND, "'%s': oneDNN execution failed: %s",
                               node_label(m, s->node), dnnl_status2str(st));
             }
@@ -137,6 +145,8 @@ static int run_steps(plan *p, distill_model *m, int from, int to)
         default: break;
         }
     }
+    if (cur != full)
+        omp_set_num_threads(full);
     DN(dnnl_stream_wait(p->stream), "stream");
     return DISTILL_OK;
 }
@@ -160,7 +170,7 @@ static int check_batch(const distill_model *m, int node_idx, const distill_tenso
     return DISTILL_OK;
 }
 
-static int read_out(distill_model *m, plan *p, int i, float *dst)
+static int read_out_(distill_model *m, plan *p, int i, float *dst)
 {
     if (!p->read_prim[i]) {
         dnnl_engine_t eng = NULL;
@@ -183,6 +193,19 @@ static int read_out(distill_model *m, plan *p, int i, float *dst)
     DN(dnnl_primitive_execute(p->read_prim[i], p->stream, 2, args), m->nodes[i].name);
     DN(dnnl_stream_wait(p->stream), m->nodes[i].name);
     return DISTILL_OK;
+}
+
+/* Copy node i's output to dst (plain); the output of a serial plan is read
+ * on one thread. */
+static int read_out(distill_model *m, plan *p, int i, float *dst)
+{
+    int full = omp_get_max_threads(), one = i == m->output && p->out_serial && full > 1;
+    if (one)
+        omp_set_num_threads(1);
+    int rc = read_out_(m, p, i, dst);
+    if (one)
+        omp_set_num_threads(full);
+    return rc;
 }
 
 /* Inference micro-batches: the largest power of two whose biggest
@@ -233,6 +256,9 @@ static int forward_chunked(distill_model *m, engine_state *es, const distill_ten
     int64_t N = input->dims[0], in_e = per_image(&m->nodes[0]),
             out_e = per_image(&m->nodes[m->output]);
     es->last_plan = NULL;
+    /* the weights cannot change within one call: a plan prepares them for
+     * its first micro-batch only */
+    uint64_t call = ++es->calls;
     for (int64_t off = 0; off < N; off += chunk) {
         int64_t nc = N - off < chunk ? N - off : chunk;
         plan *p;
@@ -244,9 +270,13 @@ static int forward_chunked(distill_model *m, engine_state *es, const distill_ten
         p->bufs[p->input_ext].ext = x;
         p->have_backward = 0;
         p->have_forward = 0;
-        if ((rc = run_steps(p, m, 0, p->fwd_end)))
+        p->skip_prep = p->prep_call == call;
+        rc = run_steps(p, m, 0, p->fwd_end);
+        p->skip_prep = 0;
+        if (rc)
             return rc;
         p->prepped = 1;
+        p->prep_call = call;
         if ((rc = read_out(m, p, m->output, output->data + off * out_e)))
             return rc;
     }

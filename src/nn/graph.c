@@ -1014,6 +1014,23 @@ int distill_model_keep_node(distill_model *m, const char *name)
     return DISTILL_OK;
 }
 
+int distill_model_freeze(distill_model *m, int on)
+{
+    CHECK_MODEL(m, "distill_model_freeze");
+    if (m->frozen != (on != 0)) {
+        m->frozen = on != 0;
+        /* plans prepared their weights from the values of their last
+         * forward; drop them so the first frozen forward prepares afresh */
+        release_engine(m);
+    }
+    return DISTILL_OK;
+}
+
+int distill_model_is_frozen(const distill_model *m)
+{
+    return m ? m->frozen : 0;
+}
+
 int distill_model_keep_all(distill_model *m, int on)
 {
     CHECK_MODEL(m, "distill_model_keep_all");

@@ -70,8 +70,15 @@ static int side(distill_model *m, const distill_dataset *ds, const distill_eval_
         return rc;
     xfree(buf);
     s->file_bytes = (int64_t)size;
-    if ((rc = latency(m, 1, 20, 200, &s->latency_bs1_us)) ||
-        (rc = latency(m, batch_n, 2, 10, &s->latency_bsN_us)))
+    /* measured as deployed: weights prepared once (distill_model_freeze) */
+    int was_frozen = m->frozen;
+    if ((rc = distill_model_freeze(m, 1)))
+        return rc;
+    rc = latency(m, 1, 20, 200, &s->latency_bs1_us);
+    if (rc == DISTILL_OK)
+        rc = latency(m, batch_n, 2, 10, &s->latency_bsN_us);
+    distill_model_freeze(m, was_frozen);
+    if (rc)
         return rc;
     s->images_per_sec = (double)batch_n / (s->latency_bsN_us * 1e-6);
     s->accuracy = -1;

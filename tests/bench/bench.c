@@ -13,7 +13,8 @@
  *        model_infer                 (MODEL, a .dstl or .onnx file; BATCH; not run by default)
  * env:   THREADS (2), STEPS (50), EPOCHS (3), SEED (0),
  *        FASHION_MNIST_DIR (/usr/share/datasets/fashion-mnist), OUT_DIR (/tmp),
- *        MODEL and BATCH (1) for model_infer,
+ *        MODEL and BATCH (1) for model_infer (UNFROZEN set: without
+ *        distill_model_freeze, weights prepared on every forward),
  *        JPEG_DIR, STREAM (1) and LOAD_SIZE (72) for loader_jpeg64
  * Progress goes to stderr only.
  */
@@ -258,6 +259,7 @@ static void case_teacher_infer(void)
 {
     distill_dataset *d = fashion(1);
     distill_model *t = zoo("resnet20");
+    CHECK(distill_model_freeze(t, 1)); /* as a teacher's copy is */
     distill_tensor *x = batch_tensor(BATCH), *y;
     int64_t yd[2] = {BATCH, 10};
     CHECK(distill_tensor_create(&y, 2, yd));
@@ -289,6 +291,7 @@ static void case_student_latency_bs1(void)
 {
     distill_dataset *d = fashion(1);
     distill_model *s = zoo("resnet8");
+    CHECK(distill_model_freeze(s, 1)); /* deployed: weights fixed */
     distill_tensor *x = batch_tensor(1), *y;
     int64_t yd[2] = {1, 10};
     CHECK(distill_tensor_create(&y, 2, yd));
@@ -413,6 +416,7 @@ static void case_student_train_step_rgb64(void)
 static void case_teacher_infer_rgb64(void)
 {
     distill_model *t = rgb_model("resnet18");
+    CHECK(distill_model_freeze(t, 1));
     distill_tensor *x = rgb_batch(RGB_BATCH, NULL), *y;
     int64_t yd[2] = {RGB_BATCH, 10};
     CHECK(distill_tensor_create(&y, 2, yd));
@@ -460,6 +464,7 @@ static double median_forward(distill_model *m, const distill_tensor *x, distill_
 static void case_student_latency_bs1_rgb64(void)
 {
     distill_model *s = rgb_model("mobilenet_v2");
+    CHECK(distill_model_freeze(s, 1));
     distill_tensor *x = rgb_batch(1, NULL), *y;
     int64_t yd[2] = {1, 10};
     CHECK(distill_tensor_create(&y, 2, yd));
@@ -564,6 +569,8 @@ static void case_model_infer(void)
         CHECK(distill_model_import_onnx(&m, path));
     else
         CHECK(distill_model_load(&m, path));
+    if (!getenv("UNFROZEN"))
+        CHECK(distill_model_freeze(m, 1)); /* deployed: weights prepared once */
     distill_node_info in, out;
     CHECK(distill_model_node(m, 0, &in));
     CHECK(distill_model_find_node(m, distill_model_output_name(m), &out));
