@@ -19,7 +19,8 @@
 #   ORT_INFER    the peer script ort_infer.js (required)
 #   NODE_PATH    where onnxruntime-node is installed (see ort_infer.js)
 #   PEAK_GFLOPS  the peak on 1 and 2 threads as "P1,P2"; else FMA_PEAK_SRC
-#                (fma_peak.c) is compiled in a temporary folder and run on
+#                (the path of the shared FMA peak program, tools/fma_peak in the
+#                shared folder) is compiled in a temporary folder and run on
 #                1 and 2 threads; with neither, no efficiency is printed
 #   ROUNDS (3), STEPS (50), BIG_BATCH (128), MODELS ("r8 r20 r18 mnv2"),
 #   THREAD_COUNTS ("1 2")
