@@ -18,7 +18,6 @@
  * DISTILL_EINVAL with a message that quotes the spec and names the bad part.
  */
 #include <float.h>
-#include <locale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,44 +61,6 @@ static char *trim(char *s)
     return s;
 }
 
-/*
- * A decimal number ("0.9", "-1", "2e-3", ".5"), independent of the
- * locale: only [0-9+-.eE] are admitted, and '.' is swapped for the current
- * locale's decimal point before strtod.  0 on success.
- */
-static int parse_number(const char *s, double *out)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr("0123456789+-.eE", s[i]))
-            return -1;
-    const char *dp = localeconv()->decimal_point;
-    if (!dp || !*dp)
-        dp = ".";
-    size_t dpl = strlen(dp);
-    char buf[64 * 8 + 1];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (k + dpl >= sizeof buf)
-                return -1;
-            memcpy(buf + k, dp, dpl);
-            k += dpl;
-        } else {
-            buf[k++] = s[i];
-        }
-    }
-    buf[k] = '\0';
-    char *end;
-    double v = strtod(buf, &end);
-    if (end != buf + k || !isfinite(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static const char *find(const kv *kvs, int n, const char *key)
 {
     for (int i = 0; i < n; i++)
@@ -116,7 +77,7 @@ static int number(const kv *kvs, int n, const char *key, double def, double *out
         *out = def;
         return 0;
     }
-    return parse_number(v, out);
+    return parse_decimal(v, out);
 }
 
 /* Read key as a 0/1 flag (default 0); 0, or -1 if it is not 0 or 1. */

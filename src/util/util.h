@@ -8,6 +8,7 @@
  *   fileio.c   atomic file writes, whole file reads
  *   check.c    checks of what callers hand in: struct versions, finite
  *              float arrays
+ *   number.c   decimal numbers in text, independent of the locale
  * The chunked container format is in container.h.  Nothing here is
  * exported.
  */
@@ -98,6 +99,12 @@ void afile_abort(afile *f);   /* close, remove temp; frees f; accepts NULL */
 /* The whole of a file in one call: afile_open, afile_write and afile_commit
  * (afile_abort on failure), with their errors; data is not freed. */
 int write_file_atomic(const char *path, const void *data, size_t size);
+
+/* A decimal number ("0.9", "-1", "2e-3", ".5"), finite, in the "C"
+ * locale's format whatever the host's locale is: 0 and *out set, or -1.
+ * format_float writes v so that parse_decimal reads back the same float. */
+int parse_decimal(const char *s, double *out);
+void format_float(char *buf, size_t size, float v);
 
 /* Read a whole file into memory (xmalloc'd; caller xfree's).  Refuses files
  * larger than max_size with DISTILL_EFORMAT. */
