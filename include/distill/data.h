@@ -371,6 +371,27 @@ DISTILL_API int64_t distill_dataset_skipped(const distill_dataset *ds, int64_t *
 DISTILL_API int distill_dataset_get(const distill_dataset *ds, int64_t i, float *image,
                                     size_t count, int32_t *label);
 
+/** Bytes distill_dataset_fingerprint() writes, the final NUL included. */
+#define DISTILL_FINGERPRINT_SIZE 25
+
+/**
+ * A fingerprint of the data of ds, for a model's provenance: "fnv1a64:"
+ * and 16 lowercase hex digits of the 64-bit FNV-1a hash of, in this order,
+ * the sample count, the per-sample shape (C, H, W), the class count,
+ * whether the handle is labelled, every class name, every label of the
+ * handle (in its order), and the values of 16 samples spread evenly over
+ * it (samples k * n / 16 for k < 16, all of them when n < 16, as
+ * distill_dataset_get() returns them, each float's bits little-endian).
+ * The same data gives the same fingerprint on every machine; a different
+ * count, shape, class list or labelling, or a change in one of those 16
+ * samples, gives another (a change elsewhere in the pixels is not seen).
+ * A streamed dataset decodes those samples from their files.  `buf` must
+ * hold DISTILL_FINGERPRINT_SIZE bytes.
+ * Errors: DISTILL_EINVAL (NULL, size too small), DISTILL_ENOMEM, and for a
+ * streamed dataset those of distill_dataset_get().
+ */
+DISTILL_API int distill_dataset_fingerprint(const distill_dataset *ds, char *buf, size_t size);
+
 /* ------------------------------------------------------------ loader */
 
 #define DISTILL_LOADER_OPTIONS_VERSION 1

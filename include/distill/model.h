@@ -97,7 +97,7 @@ DISTILL_API int distill_model_create(distill_model **out, const char *input_name
 /** Free a model and everything it built.  Accepts NULL. */
 DISTILL_API void distill_model_free(distill_model *m);
 
-/** Deep copy: graph, parameters, statistics.  *out belongs to the caller. */
+/** Deep copy: graph, parameters, statistics, metadata.  *out belongs to the caller. */
 DISTILL_API int distill_model_clone(distill_model **out, const distill_model *m);
 
 #define DISTILL_CONV2D_OPTIONS_VERSION 1
@@ -403,23 +403,129 @@ DISTILL_API int64_t distill_model_macs(const distill_model *m);
  */
 DISTILL_API int distill_model_print_summary(const distill_model *m, FILE *f);
 
+/* -------------------------------------------------------------- metadata */
+
+/*
+ * Metadata: what a model records about the data it was made for and about
+ * how it was made, so that a model file describes itself.  Entries are
+ * key/value strings, kept in the order they were first set, saved in model
+ * files (section "META") and in ONNX files (the model's metadata_props,
+ * the same keys and values), and read back by distill_model_load() and
+ * distill_model_import_onnx().  A model without metadata (a file written
+ * before there was any) simply has none.
+ *
+ * Keys are 1..128 bytes of [A-Za-z0-9._-]; values are UTF-8 text of at most
+ * 1 MiB; a model holds at most 256 entries.  The keys below have a meaning
+ * the library checks, when they are set and again when a model is saved or
+ * loaded (a file whose metadata contradicts its graph is refused with
+ * DISTILL_EFORMAT, like a corrupt one).  Numbers are written in the "C"
+ * locale's format.  Other keys are free for the caller; keys beginning with
+ * "distill." are reserved for future use by the library.
+ *
+ *   data.shape          "C,H,W": one sample of the data the model was
+ *                       trained on, as read, before transforms; C must be
+ *                       the input's channels (for a vector input, C*H*W its
+ *                       length)
+ *   normalize.mean      "M[,M...]" and
+ *   normalize.std       "S[,S...]": the per-channel normalization the model
+ *                       expects, x' = (x - mean) / std on values in [0, 1];
+ *                       one value for every channel, or one per channel;
+ *                       finite, std > 0; both or neither.  Mean 0 and std 1
+ *                       record that the model takes the values as they are
+ *   classes             the class names, one per line ("\n" between them):
+ *                       as many as the output has logits, each 1..1024
+ *                       bytes without control characters
+ *   provenance.library  the library that made the model ("libdistill 0.1.0")
+ *   provenance.command  the command that made it ("distill train")
+ *   provenance.options  the options of that command, a JSON object
+ *   provenance.seed     the seed, a decimal integer
+ *   provenance.data     a fingerprint of the training data
+ *                       (distill_dataset_fingerprint)
+ */
+
+#define DISTILL_META_DATA_SHAPE "data.shape"
+#define DISTILL_META_MEAN "normalize.mean"
+#define DISTILL_META_STD "normalize.std"
+#define DISTILL_META_CLASSES "classes"
+#define DISTILL_META_LIBRARY "provenance.library"
+#define DISTILL_META_COMMAND "provenance.command"
+#define DISTILL_META_OPTIONS "provenance.options"
+#define DISTILL_META_SEED "provenance.seed"
+#define DISTILL_META_DATA "provenance.data"
+
+/**
+ * Set entry `key` to `value` (copied), replacing an entry of that key, or
+ * remove it when value is NULL (removing a missing key is not an error).
+ * Errors: DISTILL_EINVAL (NULL model or key, a malformed key or value, a
+ * known key whose value is malformed or contradicts the graph: the message
+ * says which), DISTILL_ENOMEM; m is unchanged on failure.
+ */
+DISTILL_API int distill_model_set_metadata(distill_model *m, const char *key, const char *value);
+
+/** The value of `key`, borrowed (valid until the entry changes or m is
+ *  freed), or NULL when m has no such entry. */
+DISTILL_API const char *distill_model_get_metadata(const distill_model *m, const char *key);
+
+/** Number of entries; 0 for NULL. */
+DISTILL_API size_t distill_model_metadata_count(const distill_model *m);
+
+/** Key of entry i (0 <= i < count), borrowed as the value; NULL when out of
+ *  range. */
+DISTILL_API const char *distill_model_metadata_key(const distill_model *m, size_t i);
+
+/**
+ * Record the normalization the model expects (normalize.mean and
+ * normalize.std): `count` values each, 1 or the input's channels; count 0
+ * removes both.  Errors: DISTILL_EINVAL (count, non-finite values,
+ * std <= 0), DISTILL_ENOMEM; m is unchanged on failure.
+ */
+DISTILL_API int distill_model_set_normalization(distill_model *m, int count, const float *mean,
+                                                const float *std);
+
+/**
+ * The recorded normalization: *count receives the number of values (0 when
+ * none is recorded); mean and std, which may be NULL when cap is 0, receive
+ * min(count, cap) values each.  Errors: DISTILL_EINVAL (NULL model or count).
+ */
+DISTILL_API int distill_model_get_normalization(const distill_model *m, int *count, float *mean,
+                                                float *std, int cap);
+
+/**
+ * Record the class names ("classes"): `n` names, one per logit of the
+ * output; n 0 removes them.  Errors: DISTILL_EINVAL (n differing from the
+ * output's length, an output that is not a vector, an empty or overlong
+ * name, a control character), DISTILL_ENOMEM; m is unchanged on failure.
+ */
+DISTILL_API int distill_model_set_class_names(distill_model *m, int n, const char *const *names);
+
+/** Number of recorded class names; 0 when there are none (or m is NULL). */
+DISTILL_API int distill_model_class_count(const distill_model *m);
+
+/** Name of class k, borrowed (valid until the names change or m is freed),
+ *  or NULL when k is out of range or no names are recorded. */
+DISTILL_API const char *distill_model_class_name(const distill_model *m, int k);
+
 /* ----------------------------------------------------------------- files */
 
 /**
- * Save architecture, parameters and BatchNorm statistics to `path` in the
- * versioned, CRC-checked libdistill format.  The file is written to a
+ * Save architecture, parameters, BatchNorm statistics and metadata to
+ * `path` in the versioned, CRC-checked libdistill format.  The file is written to a
  * temporary name, synced and renamed, so `path` is either the old file or
  * the complete new one.  A process killed while saving may leave
  * "<path>.tmp.<pid>" (or ".tmp.<pid>.<n>") beside it: loading never reads it
- * and it can be deleted.  Errors: DISTILL_EIO.
+ * and it can be deleted.  Errors: DISTILL_EIO, DISTILL_EINVAL (metadata
+ * that no longer fits the graph, e.g. class names after the output
+ * changed).
  */
 DISTILL_API int distill_model_save(const distill_model *m, const char *path);
 
 /**
  * Load a model saved by distill_model_save().  Every length and count is
  * checked before anything is allocated; a truncated or corrupted file gives
- * DISTILL_EFORMAT (DISTILL_EVERSION for a newer format), never a crash.
- * *out belongs to the caller.
+ * DISTILL_EFORMAT (DISTILL_EVERSION for a newer format), never a crash,
+ * and so does metadata that is malformed or contradicts the graph.  Files
+ * written before models had metadata load with none.  *out belongs to the
+ * caller.
  */
 DISTILL_API int distill_model_load(distill_model **out, const char *path);
 

@@ -27,6 +27,15 @@
  * Export writes opset 13 with the parameters as initializers and a symbolic
  * batch dim; importing the file gives the same model.
  *
+ * The model's metadata (distill/model.h, "Metadata": normalization, class
+ * names, provenance) travels as the ModelProto's metadata_props, one entry
+ * per key with the same key and value; export writes them and import reads
+ * them back.  Import skips properties whose key is not a metadata key (other
+ * tools' own) and refuses, as DISTILL_EFORMAT, a known key whose value is
+ * malformed or contradicts the graph (class names for another number of
+ * logits, a mean per channel for another channel count) and a key given
+ * twice.
+ *
  * Both need a library built with ONNX support (distill_onnx_available());
  * otherwise they return DISTILL_EUNSUPPORTED.
  */

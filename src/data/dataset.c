@@ -2,6 +2,7 @@
  * dataset.c - the shared sample store, dataset views, host-memory datasets
  * and the queries of include/distill/data.h.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "data/data_internal.h"
@@ -373,6 +374,83 @@ int64_t distill_dataset_skipped(const distill_dataset *ds, int64_t *not_png, int
     if (bad)
         *bad = b;
     return a + b;
+}
+
+/* ---------------------------------------------------------- fingerprint */
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+#define FINGERPRINT_SAMPLES 16
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * FNV_PRIME;
+    return h;
+}
+
+/* v as 8 bytes, little-endian. */
+static uint64_t fnv_i64(uint64_t h, int64_t v)
+{
+    unsigned char b[8];
+    for (int k = 0; k < 8; k++)
+        b[k] = (unsigned char)((uint64_t)v >> (8 * k));
+    return fnv_bytes(h, b, 8);
+}
+
+static uint64_t fnv_u32(uint64_t h, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    return fnv_bytes(h, b, 4);
+}
+
+int distill_dataset_fingerprint(const distill_dataset *ds, char *buf, size_t size)
+{
+    if (!ds || !buf)
+        return seterr(DISTILL_EINVAL, "distill_dataset_fingerprint: NULL argument");
+    if (size < DISTILL_FINGERPRINT_SIZE)
+        return seterr(DISTILL_EINVAL, "distill_dataset_fingerprint: %zu bytes of room, need %d",
+                      size, DISTILL_FINGERPRINT_SIZE);
+    const store *st = ds->st;
+    uint64_t h = FNV_OFFSET;
+    h = fnv_i64(h, ds->n);
+    h = fnv_i64(h, st->c);
+    h = fnv_i64(h, st->h);
+    h = fnv_i64(h, st->w);
+    h = fnv_i64(h, st->classes);
+    h = fnv_i64(h, ds->labelled);
+    for (int k = 0; k < st->classes; k++) {
+        const char *name = st->class_names ? st->class_names[k] : NULL;
+        h = fnv_i64(h, name ? (int64_t)strlen(name) : -1);
+        if (name)
+            h = fnv_bytes(h, name, strlen(name));
+    }
+    if (ds->labelled)
+        for (int64_t i = 0; i < ds->n; i++)
+            h = fnv_u32(h, (uint32_t)st->labels[view_index(ds, i)]);
+    float *x = xmalloc(st->sample_elems * sizeof *x);
+    if (!x)
+        return DISTILL_ENOMEM;
+    int64_t taken = ds->n < FINGERPRINT_SAMPLES ? ds->n : FINGERPRINT_SAMPLES;
+    for (int64_t k = 0; k < taken; k++) {
+        int64_t i = k * ds->n / taken;
+        int rc = distill_dataset_get(ds, i, x, st->sample_elems, NULL);
+        if (rc) {
+            xfree(x);
+            return rc;
+        }
+        h = fnv_i64(h, i);
+        for (size_t e = 0; e < st->sample_elems; e++) {
+            uint32_t bits;
+            memcpy(&bits, &x[e], 4);
+            h = fnv_u32(h, bits);
+        }
+    }
+    xfree(x);
+    snprintf(buf, size, "fnv1a64:%016llx", (unsigned long long)h);
+    return DISTILL_OK;
 }
 
 int distill_dataset_get(const distill_dataset *ds, int64_t i, float *image, size_t count,

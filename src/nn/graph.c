@@ -290,6 +290,7 @@ void distill_model_free(distill_model *m)
     xfree(m->pdata);
     xfree(m->gdata);
     xfree(m->sdata);
+    meta_free(&m->meta);
     xfree(m);
 }
 

@@ -14,6 +14,7 @@
 #define DISTILL_GRAPH_H
 
 #include "distill/model.h"
+#include "nn/model_meta.h"
 #include "util/util.h"
 
 #define MAX_NODE_INPUTS 64
@@ -76,6 +77,8 @@ struct distill_model {
     int frozen;             /* weights never change (a teacher's private copy): inference
                                plans prepare folded/reordered weights once */
     uint64_t version;       /* bumped on every graph or weight-layout change */
+
+    model_meta meta;        /* what the model records about itself (model_meta.h) */
 
     /* the engine's state, NULL until the first forward; the engine sets
      * engine_release with it, and the model calls it to drop the state */

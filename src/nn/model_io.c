@@ -4,15 +4,18 @@
  * which goes through them.
  *
  * ------------------------------------------------------------------------
- * Model file format, version 1
+ * Model file format, versions 1 and 2
  * ------------------------------------------------------------------------
  * A model file is a libdistill container (src/util/container.h): all
  * integers little-endian, floats IEEE-754 binary32 little-endian, written
  * byte by byte so the file is the same on every machine.
  *
  *     "DSTLMODL"          8-byte magic
- *     u32 version         1; a reader refuses newer versions (DISTILL_EVERSION)
- *     u32 section count   4: GRPH, PARM, STAT, END
+ *     u32 version         1 when the file holds only GRPH, PARM and STAT,
+ *                         2 when it holds optional sections too (below; a
+ *                         version 1 file holding one is refused).  A reader
+ *                         refuses newer versions (DISTILL_EVERSION)
+ *     u32 section count   GRPH, PARM, STAT, the optional sections, END
  *     sections            each: 4-byte tag, u32 flags (0), u64 payload
  *                         length, payload, u32 CRC-32 of the payload
  *
@@ -46,6 +49,21 @@
  * Section "STAT", the BatchNorm statistics block (running mean and var),
  * the same layout as PARM.
  *
+ * Optional sections (version 2), after STAT, each present only when the
+ * model has something to put in it (the table `optional_sections` below):
+ *
+ *   "META", the metadata (include/distill/model.h, "Metadata"):
+ *
+ *     u32 count N               1 <= N <= 256
+ *     N times:
+ *       u32 key length K        1 <= K <= 128
+ *       K bytes                 the key, [A-Za-z0-9._-]
+ *       u32 value length V      V <= 1 MiB
+ *       V bytes                 the value, UTF-8, no NUL
+ *
+ *   Keys are unique; every entry must pass the checks of
+ *   distill_model_set_metadata() against the rebuilt graph (src/nn/model_meta.c).
+ *
  * Section "END ", empty, last.
  *
  * Reading checks, before anything is allocated: the container (magic,
@@ -54,7 +72,8 @@
  * against the bytes left, every index, op, arity, rank and dim), that PARM
  * and STAT have exactly the length their counts say, and that the counts of
  * parameters and statistics implied by the graph equal the stored counts.
- * Only then is the model rebuilt through the builder.  Every failure is
+ * Only then is the model rebuilt through the builder; the optional sections
+ * are read into the rebuilt model last.  Every failure is
  * DISTILL_EFORMAT (DISTILL_EVERSION for a newer file) with a message that
  * names the file and the section; a partly built model is freed.
  * ------------------------------------------------------------------------
@@ -65,11 +84,13 @@
 
 #include "distill/model.h"
 #include "nn/graph.h"
+#include "nn/model_meta.h"
 #include "util/container.h"
 #include "util/util.h"
 
 #define MODEL_MAGIC "DSTLMODL"
-#define MODEL_FORMAT_VERSION 1u
+#define MODEL_FORMAT_VERSION 1u     /* GRPH, PARM, STAT only */
+#define MODEL_FORMAT_VERSION_MAX 2u /* with optional sections */
 
 #define MAX_NODES 1000000u
 #define MAX_NAME_LEN 4096u
@@ -78,6 +99,104 @@
 #define MIN_NODE_BYTES (4 + 1 + 4 + 4 + 4 * N_INT_ATTRS + 4 * 3 + 4 + 4 + 8)
 /* Largest model file distill_model_load reads. */
 #define MAX_MODEL_FILE ((uint64_t)4 << 30)
+
+/* ====================================================== optional sections */
+
+/*
+ * The sections a model file holds beyond GRPH, PARM and STAT.  Each is
+ * written only when `present` says the model has something for it, and a
+ * file holding any is format version 2.  `write` puts the fields of the
+ * open section (errors are the writer's, sticky); `read` runs on the
+ * rebuilt model after the weights, and fails with a message naming `what`
+ * and the section.  A new section is one entry here.
+ */
+typedef struct model_section {
+    const char *tag;
+    int (*present)(const distill_model *m);
+    int (*check)(const distill_model *m); /* before writing; DISTILL_EINVAL */
+    void (*write)(cwriter *w, const distill_model *m);
+    int (*read)(distill_model *m, csection *s);
+} model_section;
+
+static int meta_present(const distill_model *m)
+{
+    return m->meta.n > 0;
+}
+
+static int meta_check_save(const distill_model *m)
+{
+    return meta_check(m, "saving model: metadata");
+}
+
+static void meta_write(cwriter *w, const distill_model *m)
+{
+    cw_u32(w, (uint32_t)m->meta.n);
+    for (int i = 0; i < m->meta.n; i++) {
+        cw_str(w, m->meta.e[i].key);
+        cw_str(w, m->meta.e[i].value);
+    }
+}
+
+static int meta_read(distill_model *m, csection *s)
+{
+    uint32_t n = cs_u32(s);
+    if (s->status)
+        return s->status;
+    if (n < 1 || n > META_MAX_ENTRIES)
+        return cs_fail(s, DISTILL_EFORMAT, "%u entries (1..%d)", (unsigned)n, META_MAX_ENTRIES);
+    char where[400];
+    snprintf(where, sizeof where, "%s: section %s", s->what, s->tag);
+    for (uint32_t i = 0; i < n; i++) {
+        char key[META_MAX_KEY + 1];
+        uint32_t kl = cs_u32(s);
+        if (s->status)
+            return s->status;
+        if (kl < 1 || kl > META_MAX_KEY)
+            return cs_fail(s, DISTILL_EFORMAT, "entry %u: key length %u (1..%d)", (unsigned)i,
+                           (unsigned)kl, META_MAX_KEY);
+        const unsigned char *kp = cs_bytes(s, kl);
+        if (!kp)
+            return s->status;
+        memcpy(key, kp, kl);
+        key[kl] = '\0';
+        if (!meta_key_ok(key))
+            return cs_fail(s, DISTILL_EFORMAT, "entry %u: key is not [A-Za-z0-9._-]",
+                           (unsigned)i);
+        uint32_t vl = cs_u32(s);
+        if (s->status)
+            return s->status;
+        if (vl > META_MAX_VALUE)
+            return cs_fail(s, DISTILL_EFORMAT, "%s: value of %u bytes (at most %u)", key,
+                           (unsigned)vl, META_MAX_VALUE);
+        const unsigned char *vp = cs_bytes(s, vl);
+        if (!vp)
+            return s->status;
+        if (memchr(vp, '\0', vl))
+            return cs_fail(s, DISTILL_EFORMAT, "%s: the value holds a NUL byte", key);
+        if (distill_model_get_metadata(m, key))
+            return cs_fail(s, DISTILL_EFORMAT, "key %s appears twice", key);
+        char *value = xmalloc((size_t)vl + 1);
+        if (!value)
+            return DISTILL_ENOMEM;
+        memcpy(value, vp, vl);
+        value[vl] = '\0';
+        int rc = meta_set(m, key, value, where);
+        xfree(value);
+        if (rc == DISTILL_ENOMEM)
+            return rc;
+        if (rc)
+            return s->status = seterr(DISTILL_EFORMAT, "%s", util_last_error());
+    }
+    int rc = cs_done(s);
+    if (rc == DISTILL_OK && (rc = meta_check(m, where)) != DISTILL_OK)
+        rc = s->status = seterr(DISTILL_EFORMAT, "%s", util_last_error());
+    return rc;
+}
+
+static const model_section optional_sections[] = {
+    {"META", meta_present, meta_check_save, meta_write, meta_read},
+};
+#define N_OPTIONAL_SECTIONS (sizeof optional_sections / sizeof optional_sections[0])
 
 /* ============================================================ serialize */
 
@@ -115,8 +234,19 @@ int model_serialize(const distill_model *m, void **data, size_t *size)
     if (size_mul(m->n_pdata + m->n_sdata, 4, &hint) != 0 || size_add(hint, graph_hint, &hint) != 0)
         hint = 0;
 
+    uint32_t version = MODEL_FORMAT_VERSION;
+    for (size_t k = 0; k < N_OPTIONAL_SECTIONS; k++) {
+        const model_section *os = &optional_sections[k];
+        if (!os->present(m))
+            continue;
+        int rc = os->check(m);
+        if (rc)
+            return rc;
+        version = MODEL_FORMAT_VERSION_MAX;
+    }
+
     cwriter w;
-    if (cw_begin(&w, MODEL_MAGIC, MODEL_FORMAT_VERSION, hint) != DISTILL_OK) {
+    if (cw_begin(&w, MODEL_MAGIC, version, hint) != DISTILL_OK) {
         cw_free(&w);
         return w.status;
     }
@@ -159,6 +289,15 @@ int model_serialize(const distill_model *m, void **data, size_t *size)
     cw_u64(&w, (uint64_t)m->n_sdata);
     cw_f32s(&w, m->sdata, m->n_sdata);
     cw_end_section(&w);
+
+    for (size_t k = 0; k < N_OPTIONAL_SECTIONS; k++) {
+        const model_section *os = &optional_sections[k];
+        if (!os->present(m))
+            continue;
+        cw_section(&w, os->tag);
+        os->write(&w, m);
+        cw_end_section(&w);
+    }
 
     return cw_finish(&w, data, size);
 }
@@ -435,18 +574,32 @@ static int deserialize(distill_model **out, const void *data, size_t size, const
         return seterr(DISTILL_EINVAL, "loading model: data is NULL");
 
     creader rd;
-    int rc = cr_open(&rd, data, size, MODEL_MAGIC, MODEL_FORMAT_VERSION, what);
+    int rc = cr_open(&rd, data, size, MODEL_MAGIC, MODEL_FORMAT_VERSION_MAX, what);
     if (rc)
         return rc;
-    static const char *const known[] = {"GRPH", "PARM", "STAT", NULL};
+    static const char *const required[] = {"GRPH", "PARM", "STAT"};
+    const char *known[3 + N_OPTIONAL_SECTIONS + 1];
+    size_t n_known = 0;
+    for (size_t i = 0; i < 3; i++)
+        known[n_known++] = required[i];
+    int n_optional = 0;
+    for (size_t k = 0; k < N_OPTIONAL_SECTIONS; k++) {
+        csection tmp;
+        known[n_known++] = optional_sections[k].tag;
+        n_optional += cr_find(&rd, optional_sections[k].tag, &tmp);
+    }
+    known[n_known] = NULL;
     if ((rc = cr_check_tags(&rd, known)) != DISTILL_OK)
         return rc;
     csection g, ps, ss;
-    for (int i = 0; known[i]; i++) {
+    for (size_t i = 0; i < 3; i++) {
         csection tmp;
-        if (!cr_find(&rd, known[i], &tmp))
-            return seterr(DISTILL_EFORMAT, "%s: section %s is missing", what, known[i]);
+        if (!cr_find(&rd, required[i], &tmp))
+            return seterr(DISTILL_EFORMAT, "%s: section %s is missing", what, required[i]);
     }
+    if (rd.version == MODEL_FORMAT_VERSION && n_optional)
+        return seterr(DISTILL_EFORMAT, "%s: format version 1 holds optional sections (they "
+                                       "came with version 2)", what);
     cr_find(&rd, "GRPH", &g);
     cr_find(&rd, "PARM", &ps);
     cr_find(&rd, "STAT", &ss);
@@ -566,6 +719,11 @@ static int deserialize(distill_model **out, const void *data, size_t size, const
         rc = cs_done(&ps);
     if (rc == DISTILL_OK)
         rc = cs_done(&ss);
+    for (size_t k = 0; k < N_OPTIONAL_SECTIONS && rc == DISTILL_OK; k++) {
+        csection os;
+        if (cr_find(&rd, optional_sections[k].tag, &os))
+            rc = optional_sections[k].read(m, &os);
+    }
     if (rc != DISTILL_OK) {
         distill_model_free(m);
         return rc;

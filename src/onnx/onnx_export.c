@@ -383,6 +383,33 @@ static int export_node(ex *e, int i)
     return nd && !e->a.failed ? DISTILL_OK : DISTILL_ENOMEM;
 }
 
+/* The model's metadata as metadata_props, the same keys and values
+ * (borrowed from the model: it outlives the packing). */
+static int add_metadata(ex *e, Onnx__ModelProto *mp)
+{
+    const model_meta *mm = &e->m->meta;
+    if (mm->n == 0)
+        return DISTILL_OK;
+    int rc = meta_check(e->m, "ONNX export: metadata");
+    if (rc)
+        return rc;
+    Onnx__StringStringEntryProto **props = aalloc(&e->a, (size_t)mm->n * sizeof *props);
+    if (!props)
+        return DISTILL_ENOMEM;
+    for (int i = 0; i < mm->n; i++) {
+        Onnx__StringStringEntryProto *kv = aalloc(&e->a, sizeof *kv);
+        if (!kv)
+            return DISTILL_ENOMEM;
+        onnx__string_string_entry_proto__init(kv);
+        kv->key = mm->e[i].key;
+        kv->value = mm->e[i].value;
+        props[i] = kv;
+    }
+    mp->metadata_props = props;
+    mp->n_metadata_props = (size_t)mm->n;
+    return DISTILL_OK;
+}
+
 static int build(ex *e, Onnx__ModelProto *mp)
 {
     const distill_model *m = e->m;
@@ -409,16 +436,17 @@ static int build(ex *e, Onnx__ModelProto *mp)
     mp->n_opset_import = 1;
     mp->producer_name = "libdistill";
     mp->producer_version = (char *)distill_version();
+    int rc = add_metadata(e, mp);
+    if (rc)
+        return rc;
     mp->graph = g;
     g->name = "distill_model";
     g->node = nodes;
     g->initializer = inits;
     e->g = g;
-    for (int i = 1; i < m->n_nodes; i++) {
-        int rc = export_node(e, i);
-        if (rc)
+    for (int i = 1; i < m->n_nodes; i++)
+        if ((rc = export_node(e, i)))
             return rc;
-    }
     gin[0] = value_info(e, m->nodes[0].name, &m->nodes[0]);
     gout[0] = value_info(e, m->nodes[m->output].name, &m->nodes[m->output]);
     if (!gin[0] || !gout[0])

@@ -28,6 +28,32 @@ int distill_onnx_available(void)
     return 1;
 }
 
+/*
+ * metadata_props into the model's metadata: entries whose key is not a
+ * metadata key (other tools' properties) are skipped; the others must pass
+ * the checks of distill_model_set_metadata against the imported graph, or
+ * the file is refused as lying about its model.
+ */
+static int import_metadata(ctx *c, const Onnx__ModelProto *mp)
+{
+    static const char *where = "ONNX metadata_props";
+    for (size_t k = 0; k < mp->n_metadata_props; k++) {
+        const Onnx__StringStringEntryProto *kv = mp->metadata_props[k];
+        if (!present(kv->key) || !meta_key_ok(kv->key))
+            continue;
+        if (distill_model_get_metadata(c->m, kv->key))
+            return seterr(DISTILL_EFORMAT, "%s: key %s appears twice", where, kv->key);
+        int rc = meta_set(c->m, kv->key, kv->value ? kv->value : "", where);
+        if (rc == DISTILL_ENOMEM)
+            return rc;
+        if (rc)
+            return seterr(DISTILL_EFORMAT, "%s", distill_last_error());
+    }
+    if (meta_check(c->m, where))
+        return seterr(DISTILL_EFORMAT, "%s", distill_last_error());
+    return DISTILL_OK;
+}
+
 static int import_model(ctx *c, Onnx__ModelProto *mp, distill_model **out)
 {
     Onnx__GraphProto *g = mp->graph;
@@ -127,6 +153,8 @@ static int import_model(ctx *c, Onnx__ModelProto *mp, distill_model **out)
         if (rc)
             return rc;
     }
+    if ((rc = import_metadata(c, mp)))
+        return rc;
     *out = c->m;
     c->m = NULL;
     return DISTILL_OK;
@@ -189,6 +217,32 @@ int distill_model_import_onnx(distill_model **out, const char *path)
     if (out)
         *out = NULL;
     return seterr(DISTILL_EUNSUPPORTED, "this libdistill was built without ONNX support");
+}
+
+/*
+ * metadata_props into the model's metadata: entries whose key is not a
+ * metadata key (other tools' properties) are skipped; the others must pass
+ * the checks of distill_model_set_metadata against the imported graph, or
+ * the file is refused as lying about its model.
+ */
+static int import_metadata(ctx *c, const Onnx__ModelProto *mp)
+{
+    static const char *where = "ONNX metadata_props";
+    for (size_t k = 0; k < mp->n_metadata_props; k++) {
+        const Onnx__StringStringEntryProto *kv = mp->metadata_props[k];
+        if (!present(kv->key) || !meta_key_ok(kv->key))
+            continue;
+        if (distill_model_get_metadata(c->m, kv->key))
+            return seterr(DISTILL_EFORMAT, "%s: key %s appears twice", where, kv->key);
+        int rc = meta_set(c->m, kv->key, kv->value ? kv->value : "", where);
+        if (rc == DISTILL_ENOMEM)
+            return rc;
+        if (rc)
+            return seterr(DISTILL_EFORMAT, "%s", distill_last_error());
+    }
+    if (meta_check(c->m, where))
+        return seterr(DISTILL_EFORMAT, "%s", distill_last_error());
+    return DISTILL_OK;
 }
 
 int distill_model_import_onnx_buffer(distill_model **out, const void *data, size_t size)

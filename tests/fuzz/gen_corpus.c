@@ -121,12 +121,37 @@ static distill_model *every_op(void)
     return m;
 }
 
+/* Metadata of every kind (a "META" section, ONNX metadata_props) on the
+ * small CNN. */
+static void describe(distill_model *m)
+{
+    const char *names[FZ_CLASSES];
+    char buf[FZ_CLASSES][16];
+    for (int k = 0; k < FZ_CLASSES; k++) {
+        snprintf(buf[k], sizeof buf[k], "class %d", k);
+        names[k] = buf[k];
+    }
+    const float mean = 0.2860f, std = 0.3530f;
+    if (distill_model_set_metadata(m, DISTILL_META_DATA_SHAPE, "1,6,6") ||
+        distill_model_set_normalization(m, 1, &mean, &std) ||
+        distill_model_set_class_names(m, FZ_CLASSES, names) ||
+        distill_model_set_metadata(m, DISTILL_META_LIBRARY, "libdistill 0.1.0") ||
+        distill_model_set_metadata(m, DISTILL_META_COMMAND, "distill train") ||
+        distill_model_set_metadata(m, DISTILL_META_OPTIONS, "{\"epochs\": 1, \"data\": \"fashion-mnist\"}") ||
+        distill_model_set_metadata(m, DISTILL_META_SEED, "42") ||
+        distill_model_set_metadata(m, DISTILL_META_DATA, "fnv1a64:0123456789abcdef") ||
+        distill_model_set_metadata(m, "host.note", "caf\xc3\xa9"))
+        die("setting the metadata");
+}
+
 static void gen_models(void)
 {
     distill_model *m;
     if (fz_small_cnn(&m, 4, 1, 1) != DISTILL_OK)
         die("building the small CNN");
     save_model(m, "small_cnn.dstl");
+    describe(m);
+    save_model(m, "small_cnn_meta.dstl");
     distill_model_free(m);
 
     /* A vector model: input (F). */
@@ -183,6 +208,8 @@ static void gen_onnx(void)
     if (fz_small_cnn(&m, 4, 1, 1) != DISTILL_OK)
         die("building the small CNN");
     export_onnx(m, "small_cnn.onnx");
+    describe(m);
+    export_onnx(m, "small_cnn_meta.onnx");
     distill_model_free(m);
 
     int64_t f[1] = {6};

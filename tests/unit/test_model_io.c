@@ -629,11 +629,11 @@ static void test_newer_version(void **state)
     fixture *fx = *state;
     unsigned char *b = malloc(fx->size);
     memcpy(b, fx->file, fx->size);
-    wr32(b + 8, 2);
+    wr32(b + 8, 3);
     distill_model *m;
     assert_int_equal(distill_model_load_buffer(&m, b, fx->size), DISTILL_EVERSION);
     assert_null(m);
-    assert_non_null(strstr(distill_last_error(), "version 2"));
+    assert_non_null(strstr(distill_last_error(), "version 3"));
     free(b);
 }
 
