@@ -98,6 +98,8 @@ typedef enum cli_opt_id {
     OPT_RESUME,
     OPT_MUTUAL_WEIGHT,
     OPT_MUTUAL_T,
+    OPT_ALLOW_MISMATCH,
+    OPT_NO_METADATA,
     OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
@@ -133,6 +135,8 @@ typedef struct cli_options {
     const char *students[CLI_MAX_LIST], *outs[CLI_MAX_LIST];
     int n_students, n_outs;
     double mutual_weight, mutual_t;
+    int allow_mismatch;             /* --allow-mismatch */
+    int no_metadata;                /* --no-metadata */
 } cli_options;
 
 /** One option of a subcommand; help NULL means the option's general help. */
@@ -243,6 +247,46 @@ typedef struct cli_norm {
 } cli_norm;
 
 int cli_norm_get(const cli_data_spec *spec, const cli_options *o, cli_norm *norm);
+
+/* ---------------------------------------------------------------- metadata */
+
+/**
+ * The default of --mean/--std from the models a command runs: unless the
+ * command line gives --mean or --std, the normalization the models record
+ * replaces *norm (the data's default from cli_norm_get).  Models that
+ * record none are skipped; two that record different ones are a usage
+ * error naming both.  whats[i] names models[i] in messages.
+ */
+int cli_norm_from_models(const cli_options *o, int n, distill_model *const *models,
+                         const char *const *whats, cli_norm *norm);
+
+/**
+ * Refuse data whose class names differ from those m records (both named,
+ * in the model's order), unless --allow-mismatch; data or a model without
+ * names, or with another class count (cli_check_fit's), pass.
+ */
+int cli_check_names(const char *what, const distill_model *m, const char *data_what,
+                    const distill_dataset *ds, const cli_options *o);
+
+/** How a model was made, for its provenance. */
+typedef struct cli_provenance {
+    const char *command;      /* "distill train" */
+    const char *options_json; /* the run's resolved options, a JSON object */
+    uint64_t seed;
+} cli_provenance;
+
+/**
+ * Record in m (the model a run trained on `train`) what it was made for and
+ * how: the data's shape, the normalization (none recorded as mean 0, std
+ * 1), the class names (the data's, else those `names_from` records, e.g.
+ * the teacher's; may be NULL) and the provenance (library version, p, the
+ * data's fingerprint).  Other entries of m stay.
+ */
+int cli_describe_model(distill_model *m, const distill_dataset *train, const cli_norm *norm,
+                       const distill_model *names_from, const cli_provenance *p);
+
+/** The metadata of m, one "key value" line each, after a "metadata:" line. */
+void cli_print_metadata(const distill_model *m, FILE *f);
 
 /* ---------------------------------------------------------------- models */
 

@@ -36,8 +36,10 @@ static int eval_open(eval_run *e, const cli_command *cmd, const cli_options *o)
         return rc;
     cli_apply_threads(o);
     int64_t shape[3] = {0, 0, 0};
+    const char *what = "model";
     if ((rc = cli_model_open("--model", o->model, NULL, &e->model)) ||
         (rc = cli_model_input_shape("model", e->model, shape)) ||
+        (rc = cli_norm_from_models(o, 1, &e->model, &what, &e->norm)) ||
         (rc = cli_data_load(&e->spec, CLI_SPLIT_TEST, shape, o, o->limit, &e->ds)))
         return rc;
     if (!distill_dataset_has_labels(e->ds))
@@ -93,6 +95,8 @@ static void print_confusion(const eval_run *e)
     printf("\n");
     for (int r = 0; r < k; r++) {
         const char *name = distill_dataset_class_name(e->ds, r);
+        if (!name)
+            name = distill_model_class_name(e->model, r);
         printf("%3d %-*.*s ", r, NAME_WIDTH, NAME_WIDTH, name ? name : "");
         for (int c = 0; c < k; c++)
             printf("%*lld", w, (long long)e->confusion[(size_t)r * (size_t)k + (size_t)c]);
@@ -176,6 +180,8 @@ int cli_cmd_summary(const cli_command *cmd, const cli_options *o)
     if ((rc = cli_model_open("--model", o->model, &zo, &m)))
         return rc;
     int lrc = distill_model_print_summary(m, stdout);
+    if (lrc == DISTILL_OK)
+        cli_print_metadata(m, stdout);
     fflush(stdout);
     if (lrc)
         rc = cli_fail_lib(lrc, "summary of %s", o->model);
@@ -193,6 +199,8 @@ int cli_cmd_export(const cli_command *cmd, const cli_options *o)
     distill_model *m;
     if ((rc = cli_model_open("--model", o->model, &zo, &m)))
         return rc;
+    while (o->no_metadata && distill_model_metadata_count(m) > 0)
+        distill_model_set_metadata(m, distill_model_metadata_key(m, 0), NULL);
     rc = cli_model_write("--out", m, o->out);
     distill_model_free(m);
     return rc;

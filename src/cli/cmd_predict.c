@@ -5,7 +5,9 @@
  * so each image is read through a private temporary folder holding one
  * symbolic link to it; that gives exactly the decoding, channel conversion
  * and resizing of the training data.  Probabilities come from a softmax
- * node added after the model's logits.
+ * node added after the model's logits.  The normalization and the class
+ * names are the ones the model records, unless --mean/--std say otherwise
+ * (names: else those of --data, else numbers).
  */
 #define _XOPEN_SOURCE 700
 
@@ -86,7 +88,7 @@ static int open_names(predictor *p)
     int dc = distill_dataset_num_classes(p->names);
     if (dc > 0 && dc != p->classes)
         return cli_fail(CLI_ERUNTIME, "model has %d classes, data has %d", p->classes, dc);
-    return CLI_OK;
+    return cli_check_names("model", p->model, "data", p->names, p->o);
 }
 
 /* Let the model compute the probabilities: a softmax after its logits. */
@@ -112,8 +114,10 @@ static int predictor_open(predictor *p, const cli_command *cmd, const cli_option
         (rc = cli_norm_get(p->have_spec ? &p->spec : NULL, o, &p->norm)))
         return rc;
     cli_apply_threads(o);
+    const char *what = "model";
     if ((rc = cli_model_open("--model", o->model, NULL, &p->model)) ||
-        (rc = cli_model_input_shape("model", p->model, p->shape)))
+        (rc = cli_model_input_shape("model", p->model, p->shape)) ||
+        (rc = cli_norm_from_models(o, 1, &p->model, &what, &p->norm)))
         return rc;
     p->classes = cli_model_classes(p->model);
     if (p->classes < 2)
@@ -205,7 +209,9 @@ static int next_best(const float *v, int n, const unsigned char *taken)
 
 static void print_class(const predictor *p, int k, float prob)
 {
-    const char *name = p->names ? distill_dataset_class_name(p->names, k) : NULL;
+    const char *name = distill_model_class_name(p->model, k);
+    if (!name && p->names)
+        name = distill_dataset_class_name(p->names, k);
     if (name)
         printf("%s (%.4f)", name, (double)prob);
     else

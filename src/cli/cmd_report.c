@@ -51,7 +51,12 @@ static int report_open(const cli_options *o, report_run *r)
     z.height = (int)shape[1];
     z.width = (int)shape[2];
     z.classes = cli_model_classes(r->teacher);
-    if ((rc = cli_model_open("--student", o->student, &z, &r->student)) ||
+    distill_model *models[2] = {r->teacher, NULL};
+    const char *whats[2] = {"teacher", "student"};
+    if ((rc = cli_model_open("--student", o->student, &z, &r->student)))
+        return rc;
+    models[1] = r->student;
+    if ((rc = cli_norm_from_models(o, 2, models, whats, &r->norm)) ||
         (rc = cli_data_load(&r->spec, CLI_SPLIT_TEST, shape, o, o->limit, &r->ds)))
         return rc;
     int labelled = distill_dataset_has_labels(r->ds);

@@ -253,8 +253,10 @@ static int open_train_model(run *r)
     int64_t shape[3] = {0, 0, 0};
     int rc;
     if (cli_model_is_file(o->model)) {
+        const char *what = "model";
         if ((rc = cli_model_open("--model", o->model, NULL, &r->student)) ||
-            (rc = cli_model_input_shape("model", r->student, shape)))
+            (rc = cli_model_input_shape("model", r->student, shape)) ||
+            (rc = cli_norm_from_models(o, 1, &r->student, &what, &r->norm)))
             return rc;
         return load_data(r, shape);
     }
@@ -269,6 +271,7 @@ static int open_train_model(run *r)
     return cli_model_open("--model", o->model, &z, &r->student);
 }
 
+/* The teachers, and the normalization they record as the run's default. */
 static int open_teachers(run *r)
 {
     for (int i = 0; i < r->o->n_teachers; i++) {
@@ -284,7 +287,13 @@ static int open_teachers(run *r)
             return cli_fail(CLI_ERUNTIME, "teacher %s has %d classes, teacher %s has %d", path,
                             ci, r->o->teachers[0], c0);
     }
-    return CLI_OK;
+    char whats[CLI_MAX_LIST][512];
+    const char *w[CLI_MAX_LIST];
+    for (int i = 0; i < r->n_teachers; i++) {
+        snprintf(whats[i], sizeof whats[i], "teacher %.500s", r->o->teachers[i]);
+        w[i] = r->n_teachers == 1 ? "teacher" : whats[i];
+    }
+    return cli_norm_from_models(r->o, r->n_teachers, r->tmodels, w, &r->norm);
 }
 
 static int make_teachers(run *r)
@@ -447,6 +456,128 @@ static int make_trainer(run *r)
     return trainer_ready(r);
 }
 
+/* ------------------------------------------------------------- provenance */
+
+static void json_floats(cli_json *j, const char *key, int n, const float *v)
+{
+    cli_json_begin_arr(j, key);
+    for (int i = 0; i < n; i++)
+        cli_json_num(j, NULL, v[i]);
+    cli_json_end_arr(j);
+}
+
+static void json_strs(cli_json *j, const char *key, int n, const char *const *v)
+{
+    cli_json_begin_arr(j, key);
+    for (int i = 0; i < n; i++)
+        cli_json_str(j, NULL, v[i]);
+    cli_json_end_arr(j);
+}
+
+/*
+ * The options that made the model, resolved (defaults filled in): what the
+ * provenance records.  How the run went (--checkpoint, --resume, --quiet,
+ * --json, --workers, --memory) and where it wrote (--out) are left out, so
+ * that a resumed run records what an uninterrupted one does.
+ */
+static int run_options_json(run *r, char **out)
+{
+    const cli_options *o = r->o;
+    distill_trainer_options t;
+    trainer_options(r, &t);
+    size_t size = 0;
+    *out = NULL;
+    FILE *f = open_memstream(out, &size);
+    if (!f)
+        return cli_fail(CLI_ERUNTIME, "out of memory");
+    cli_json j;
+    cli_json_open(&j, f);
+    cli_json_str(&j, "command", r->cmd->name);
+    if (o->model)
+        cli_json_str(&j, "model", o->model);
+    if (r->n_students)
+        json_strs(&j, "students", o->n_students, o->students);
+    else if (o->student)
+        cli_json_str(&j, "student", o->student);
+    if (o->n_teachers)
+        json_strs(&j, "teachers", o->n_teachers, o->teachers);
+    if (o->teacher_cache)
+        cli_json_str(&j, "teacher_cache", o->teacher_cache);
+    json_strs(&j, "losses", o->n_losses, o->losses);
+    cli_json_str(&j, "data", o->data);
+    cli_json_str(&j, "val", o->val);
+    cli_json_int(&j, "limit", o->limit);
+    cli_json_int(&j, "val_limit", o->val_limit);
+    cli_json_bool(&j, "unlabelled", o->unlabelled);
+    cli_json_int(&j, "epochs", t.epochs);
+    cli_json_int(&j, "batch", t.batch_size);
+    cli_json_num(&j, "lr", t.lr);
+    char seed[32]; /* a u64 is exact in JSON only as text */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    cli_json_str(&j, "seed", seed);
+    cli_json_int(&j, "crop_padding", t.crop_padding);
+    cli_json_bool(&j, "hflip", t.hflip);
+    json_floats(&j, "mean", r->norm.count, r->norm.mean);
+    json_floats(&j, "std", r->norm.count, r->norm.std);
+    cli_json_int(&j, "resize", t.resize);
+    cli_json_begin_arr(&j, "center_crop");
+    cli_json_elem_int(&j, t.center_crop[0]);
+    cli_json_elem_int(&j, t.center_crop[1]);
+    cli_json_end_arr(&j);
+    cli_json_begin_arr(&j, "random_resized_crop");
+    cli_json_elem_int(&j, t.random_resized_crop[0]);
+    cli_json_elem_int(&j, t.random_resized_crop[1]);
+    cli_json_end_arr(&j);
+    json_floats(&j, "scale", 2, t.rrc_scale);
+    json_floats(&j, "ratio", 2, t.rrc_ratio);
+    if (cli_given(o, OPT_CHANNELS))
+        cli_json_int(&j, "channels", o->channels);
+    if (cli_given(o, OPT_SIZE)) {
+        cli_json_begin_arr(&j, "size");
+        cli_json_elem_int(&j, o->height);
+        cli_json_elem_int(&j, o->width);
+        cli_json_end_arr(&j);
+    }
+    if (r->n_students) {
+        distill_mutual_options mo;
+        distill_mutual_options_init(&mo, DISTILL_MUTUAL_OPTIONS_VERSION);
+        cli_json_num(&j, "mutual_weight",
+                     cli_given(o, OPT_MUTUAL_WEIGHT) ? o->mutual_weight : mo.weight);
+        cli_json_num(&j, "mutual_temperature",
+                     cli_given(o, OPT_MUTUAL_T) ? o->mutual_t : mo.temperature);
+    }
+    if (cli_given(o, OPT_THREADS))
+        cli_json_int(&j, "threads", o->threads);
+    cli_json_close(&j);
+    if (fclose(f) != 0 || !*out) {
+        free(*out);
+        *out = NULL;
+        return cli_fail(CLI_ERUNTIME, "out of memory");
+    }
+    size_t len = strlen(*out);
+    while (len && (*out)[len - 1] == '\n')
+        (*out)[--len] = '\0';
+    return CLI_OK;
+}
+
+/* What a student records: the data, the normalization, the classes (the
+ * data's, else the teacher's, else those the student file had), how it was
+ * made. */
+static int describe(run *r, distill_model *student)
+{
+    char *opts = NULL;
+    int rc = run_options_json(r, &opts);
+    if (rc)
+        return rc;
+    char command[64];
+    snprintf(command, sizeof command, "distill %s", r->cmd->name);
+    cli_provenance p = {command, opts, r->o->seed};
+    const distill_model *names_from = r->n_teachers && r->tmodels[0] ? r->tmodels[0] : student;
+    rc = cli_describe_model(student, r->train, &r->norm, names_from, &p);
+    free(opts);
+    return rc;
+}
+
 /* ------------------------------------------------------------- results */
 
 static int fit(run *r)
@@ -483,10 +614,14 @@ static int fit(run *r)
     }
     if (rc)
         return cli_fail_lib(rc, "training");
-    if (r->n_students == 0)
+    if (r->n_students == 0) {
+        if ((rc = describe(r, r->student)))
+            return rc;
         return cli_model_write("--out", r->student, r->o->out);
+    }
     for (int i = 0; i < r->n_students; i++)
-        if ((rc = cli_model_write("--out", r->students[i], r->o->outs[i])))
+        if ((rc = describe(r, r->students[i])) ||
+            (rc = cli_model_write("--out", r->students[i], r->o->outs[i])))
             return rc;
     return CLI_OK;
 }
@@ -848,7 +983,7 @@ static int cache_open(run *r)
 {
     int64_t shape[3] = {0, 0, 0};
     int rc;
-    if ((rc = open_teachers(r)) ||
+    if ((rc = open_teachers(r)) || /* and their normalization, as `distill distill` */
         (rc = cli_model_input_shape("teacher", r->tmodels[0], shape)) ||
         (rc = cli_data_load(&r->data, CLI_SPLIT_TRAIN, shape, r->o, r->o->limit, &r->train)))
         return rc;

@@ -26,7 +26,7 @@
     {OPT_AUGMENT, NULL}, {OPT_NO_AUGMENT, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, \
     {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL}, {OPT_RRC, NULL}, {OPT_SCALE, NULL},    \
     {OPT_RATIO, NULL}, {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_CHECKPOINT, NULL},       \
-    {OPT_CHECKPOINT_EVERY, NULL}, {OPT_RESUME, NULL}
+    {OPT_CHECKPOINT_EVERY, NULL}, {OPT_RESUME, NULL}, {OPT_ALLOW_MISMATCH, NULL}
 
 static const cli_cmd_opt TRAIN_OPTS[] = {
     {OPT_MODEL, "the model to train: a zoo name (a new model sized for the data) or a model "
@@ -97,7 +97,7 @@ static const cli_cmd_opt CACHE_OPTS[] = {
     {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL},
     {OPT_BATCH, "the teacher's batch size while building (default 256)"},
     {OPT_THREADS, NULL}, {OPT_JSON, NULL},
-    {OPT_QUIET, "print nothing on stderr before building"},
+    {OPT_QUIET, "print nothing on stderr before building"}, {OPT_ALLOW_MISMATCH, NULL},
     END_OPTS};
 
 static const cli_cmd_opt EVAL_OPTS[] = {
@@ -107,6 +107,7 @@ static const cli_cmd_opt EVAL_OPTS[] = {
     {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_RESIZE, NULL}, {OPT_CENTER_CROP, NULL},
     {OPT_SIZE, "read image folders at HxW (default: the model's input size)"},
     {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_CONFUSION, NULL}, {OPT_JSON, NULL},
+    {OPT_ALLOW_MISMATCH, NULL},
     END_OPTS};
 
 static const cli_cmd_opt REPORT_OPTS[] = {
@@ -118,14 +119,16 @@ static const cli_cmd_opt REPORT_OPTS[] = {
     {OPT_THREADS, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL}, {OPT_RESIZE, NULL},
     {OPT_CENTER_CROP, NULL},
     {OPT_SIZE, "read image folders at HxW (default: the teacher's input size)"},
-    {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_JSON, NULL},
+    {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_JSON, NULL}, {OPT_ALLOW_MISMATCH, NULL},
     END_OPTS};
 
 static const cli_cmd_opt PREDICT_OPTS[] = {
     {OPT_MODEL, NULL},
     {OPT_DATA, "optional: the data the model was trained on, for class names and "
-               "normalization (fashion-mnist, or a folder)"},
+               "normalization when the model file records none (fashion-mnist, or a folder); "
+               "names that differ from the model's are refused"},
     {OPT_TOP, NULL}, {OPT_THREADS, NULL}, {OPT_MEAN, NULL}, {OPT_STD, NULL},
+    {OPT_ALLOW_MISMATCH, NULL},
     END_OPTS};
 
 static const cli_cmd_opt SUMMARY_OPTS[] = {
@@ -144,12 +147,15 @@ static const cli_cmd_opt EXPORT_OPTS[] = {
     {OPT_SIZE, "input size of a zoo model (default 28x28)"},
     {OPT_CLASSES, NULL},
     {OPT_WIDTH, NULL},
+    {OPT_NO_METADATA, "leave the model's metadata out (its provenance names the data's paths)"},
     END_OPTS};
 
 static const cli_command COMMANDS[] = {
     {"train", "Train a model on labelled data (supervised, cross-entropy).",
      "--model M --data D --out FILE [options]",
-     "Validation accuracy is printed after every epoch. Ctrl-C (SIGINT) or SIGTERM stops at the "
+     "Validation accuracy is printed after every epoch. The model file records the data's "
+     "shape, the normalization, the class names and how it was made (see `distill summary`). "
+     "Ctrl-C (SIGINT) or SIGTERM stops at the "
      "next step: the training state is written to the --checkpoint file (default OUT.ckpt) and "
      "the program exits with status 130; run the same command with --resume FILE to continue. "
      "The output file is written only when training completes.",
@@ -161,7 +167,9 @@ static const cli_command COMMANDS[] = {
      "                       --student S --data D --out FILE [options]",
      "A zoo student is built for the teacher's input size and classes. Several --loss options "
      "add up; feature losses tap named nodes of both models (an adapter is trained when the "
-     "shapes differ). With --teacher-cache the teacher's logits are read from a file made by "
+     "shapes differ). The default --mean/--std are the ones the teacher records, and the "
+     "student records them with the class names and how it was made. With --teacher-cache "
+     "the teacher's logits are read from a file made by "
      "`distill cache`, and a step costs only the student's. Ctrl-C (SIGINT) or SIGTERM stops "
      "at the next step, writes the --checkpoint file (default OUT.ckpt) and exits with status "
      "130; the same command with --resume FILE continues. The output file is written only when "
@@ -204,25 +212,33 @@ static const cli_command COMMANDS[] = {
      "      --data fashion-mnist --epochs 3 --out student.dstl",
      cli_cmd_cache, 0},
     {"eval", "Evaluate a model: top-1 and top-5 accuracy, cross-entropy, sample count.",
-     "--model M --data D [options]", NULL, EVAL_OPTS, 0,
+     "--model M --data D [options]",
+     "The data is normalized as the model file records unless --mean/--std are given. Data "
+     "whose channels or class names differ from the model's is refused, naming both, unless "
+     "--allow-mismatch is given.",
+     EVAL_OPTS, 0,
      "  distill eval --model student.dstl --data fashion-mnist --confusion", cli_cmd_eval, 0},
     {"report", "Compare a teacher and a student: size, cost, speed, accuracy, agreement.",
      "--teacher T --student S --data D [options]",
      "Latency is the median of repeated inference runs at batch 1 and at the large batch, with "
-     "the current thread count; ratios are student / teacher.",
+     "the current thread count; ratios are student / teacher. The data is normalized as the "
+     "model files record (they must agree) unless --mean/--std are given.",
      REPORT_OPTS, 0,
      "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist",
      cli_cmd_report, 0},
     {"predict", "Classify PNG or JPEG images: prints \"file: class (probability)\" for each.",
      "--model M [options] IMAGE.png...",
      "Images are converted to the model's channel count and resized (bilinear) to its input "
-     "size. Without --data, classes are printed as numbers and no normalization is applied "
-     "unless --mean/--std say so.",
+     "size, then normalized as the model file records (`distill train` and `distill distill` "
+     "record it), and the class names it records are printed. For a model that records "
+     "neither, --data gives them (and its default normalization); without it, classes are "
+     "printed as numbers and no normalization is applied unless --mean/--std say so.",
      PREDICT_OPTS, 1,
      "  distill predict --model student.dstl --data fashion-mnist shoe.png shirt.png",
      cli_cmd_predict, 0},
     {"summary", "Print a model's layers, output shapes, parameters and multiply-adds.",
-     "--model M|ZOO-NAME", NULL, SUMMARY_OPTS, 0,
+     "--model M|ZOO-NAME", "A model file's metadata (normalization, class names, provenance) "
+     "follows the table.", SUMMARY_OPTS, 0,
      "  distill summary --model resnet8\n"
      "  distill summary --model resnet18 --classes 1000 --channels 3 --size 224x224",
      cli_cmd_summary, 0},
@@ -263,6 +279,10 @@ static void print_main_help(FILE *f)
                "FILE ending\n  in .csv/.txt/.lst, with lines \"path,label\" (CSV, optional "
                "header path,label)\n  or \"path label\"; paths relative to the list's folder, "
                "labels class names or\n  numbers; '#' starts a comment line.\n"
+               "\nModel files written by train and distill record the data's shape, its\n"
+               "  normalization, the class names and how they were made (`distill summary`\n"
+               "  prints them); predict, eval and report normalize as the model records and\n"
+               "  refuse data of other channels or class names unless --allow-mismatch.\n"
                "\nExit status: 0 success, 1 error, 2 usage error, 130 interrupted.\n");
 }
 

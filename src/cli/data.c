@@ -165,6 +165,52 @@ static int load_source(const cli_data_spec *spec, cli_split split, const int64_t
     }
 }
 
+/*
+ * --allow-mismatch: a 1-channel dataset (IDX, Fashion-MNIST) for a model of
+ * C > 1 channels becomes one of C equal channels, as an image folder reads
+ * a gray PNG for an RGB model.  The values are bytes / 255, so they are
+ * stored again as bytes.  (The copy has no class names.)
+ */
+static int repeat_channels(const cli_data_spec *spec, int64_t channels, distill_dataset **ds)
+{
+    int64_t d[3], n = distill_dataset_size(*ds);
+    distill_dataset_sample_dims(*ds, d);
+    size_t plane = (size_t)(d[1] * d[2]), per = plane * (size_t)channels;
+    float *x = malloc(plane * sizeof *x);
+    uint8_t *px = malloc((size_t)n * per);
+    int32_t *labels = distill_dataset_has_labels(*ds) ? malloc((size_t)n * sizeof *labels) : NULL;
+    if (!x || !px || (distill_dataset_has_labels(*ds) && !labels)) {
+        free(x), free(px), free(labels);
+        return cli_fail(CLI_ERUNTIME, "--allow-mismatch: out of memory repeating %s over %lld "
+                        "channels", spec->text, (long long)channels);
+    }
+    int rc = DISTILL_OK;
+    for (int64_t i = 0; i < n && rc == DISTILL_OK; i++) {
+        int32_t label;
+        rc = distill_dataset_get(*ds, i, x, plane, &label);
+        for (size_t k = 0; k < plane && rc == DISTILL_OK; k++) {
+            float v = x[k] * 255.0f + 0.5f;
+            uint8_t b = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            for (int64_t c = 0; c < channels; c++)
+                px[(size_t)i * per + (size_t)c * plane + k] = b;
+        }
+        if (labels)
+            labels[i] = label;
+    }
+    distill_dataset *rep = NULL;
+    const int64_t rd[3] = {channels, d[1], d[2]};
+    if (rc == DISTILL_OK)
+        rc = distill_dataset_from_memory_u8(&rep, n, rd, px, labels,
+                                            distill_dataset_num_classes(*ds), DISTILL_MEMORY_COPY);
+    free(x), free(px), free(labels);
+    if (rc)
+        return cli_fail_lib(rc, "--allow-mismatch: %s over %lld channels", spec->text,
+                            (long long)channels);
+    distill_dataset_free(*ds);
+    *ds = rep;
+    return CLI_OK;
+}
+
 int cli_data_view(const cli_data_spec *spec, const distill_dataset *ds, int64_t limit,
                   distill_dataset **out)
 {
@@ -181,6 +227,23 @@ int cli_data_load(const cli_data_spec *spec, cli_split split, const int64_t *sha
     int rc = load_source(spec, split, shape, o, &ds);
     if (rc || !ds)
         return rc;
+    int64_t d[3];
+    distill_dataset_sample_dims(ds, d);
+    if (shape && o->allow_mismatch && d[0] == 1 && shape[0] > 1) {
+        /* the view first, so that only the samples used are repeated */
+        if (limit > 0 && limit < distill_dataset_size(ds)) {
+            distill_dataset *v;
+            rc = cli_data_view(spec, ds, limit, &v);
+            distill_dataset_free(ds);
+            if (rc)
+                return rc;
+            ds = v;
+        }
+        if ((rc = repeat_channels(spec, shape[0], &ds))) {
+            distill_dataset_free(ds);
+            return rc;
+        }
+    }
     if (limit <= 0 || limit >= distill_dataset_size(ds)) {
         *out = ds;
         return CLI_OK;
@@ -347,7 +410,14 @@ int cli_check_fit(const char *what, const distill_model *m, const char *data_wha
     if (rc || (rc = cli_transformed_dims(o, ds, training, dd)))
         return rc;
     distill_dataset_sample_dims(ds, stored);
-    if (in[0] != dd[0] || in[1] != dd[1] || in[2] != dd[2]) {
+    if (in[0] != dd[0])
+        return cli_fail(CLI_ERUNTIME, "%s takes %lld-channel images (%lldx%lldx%lld), %s has "
+                        "%lld-channel images (%lldx%lldx%lld)%s",
+                        what, (long long)in[0], (long long)in[0], (long long)in[1],
+                        (long long)in[2], data_what, (long long)dd[0], (long long)dd[0],
+                        (long long)dd[1], (long long)dd[2],
+                        dd[0] == 1 ? "; --allow-mismatch repeats the channel" : "");
+    if (in[1] != dd[1] || in[2] != dd[2]) {
         if (!cli_has_size_transform(o))
             return cli_fail(CLI_ERUNTIME, "%s takes %lldx%lldx%lld images, %s has "
                             "%lldx%lldx%lld%s",
@@ -373,5 +443,5 @@ int cli_check_fit(const char *what, const distill_model *m, const char *data_wha
                         distill_model_output_name(m));
     if (check_classes && dc > 0 && mc != dc)
         return cli_fail(CLI_ERUNTIME, "%s has %d classes, %s has %d", what, mc, data_what, dc);
-    return CLI_OK;
+    return check_classes ? cli_check_names(what, m, data_what, ds, o) : CLI_OK;
 }

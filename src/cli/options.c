@@ -75,10 +75,10 @@ static const opt_def OPTS[OPT_COUNT_] = {
     {OPT_NO_AUGMENT, "no-augment", ARG_FLAG, NULL, 0, 0, "train on the images as they are"},
     {OPT_MEAN, "mean", ARG_FLOATS, "M[,M...]", 0, 0,
      "normalization mean, one value or one per channel, or `imagenet` for ImageNet's mean "
-     "0.485,0.456,0.406 and std 0.229,0.224,0.225 (default: 0.2860 for fashion-mnist, else "
-     "none)"},
+     "0.485,0.456,0.406 and std 0.229,0.224,0.225 (default: the one the model file records, "
+     "else 0.2860 for fashion-mnist, else none)"},
     {OPT_STD, "std", ARG_FLOATS, "S[,S...]", 0, 0,
-     "normalization standard deviation (default: 0.3530 for fashion-mnist)"},
+     "normalization standard deviation (default: the model's, else 0.3530 for fashion-mnist)"},
     {OPT_CHANNELS, "channels", ARG_INT, "C", 1, 4,
      "image folders read for a new model: 1 (gray) or 3 (RGB; default)"},
     {OPT_SIZE, "size", ARG_SIZE, "HxW", 0, 0,
@@ -128,6 +128,12 @@ static const opt_def OPTS[OPT_COUNT_] = {
      "(default 1; 0 trains the students side by side)"},
     {OPT_MUTUAL_T, "mutual-temperature", ARG_REAL, "T", 0, 0,
      "temperature of the mutual term, > 0 (default 1)"},
+    {OPT_ALLOW_MISMATCH, "allow-mismatch", ARG_FLAG, NULL, 0, 0,
+     "go on when the data's channels or class names differ from those the model records: "
+     "1-channel data is repeated over the model's channels, and classes are matched by "
+     "number"},
+    {OPT_NO_METADATA, "no-metadata", ARG_FLAG, NULL, 0, 0,
+     "write the model without its metadata (normalization, class names, provenance)"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -417,6 +423,8 @@ static void set_flag(cli_opt_id id, cli_options *o)
     case OPT_CONFUSION: o->confusion = 1; break;
     case OPT_JSON: o->json = 1; break;
     case OPT_QUIET: o->quiet = 1; break;
+    case OPT_ALLOW_MISMATCH: o->allow_mismatch = 1; break;
+    case OPT_NO_METADATA: o->no_metadata = 1; break;
     default: break;
     }
 }

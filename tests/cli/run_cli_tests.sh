@@ -318,6 +318,122 @@ run train --model cnn --data "idx:$idx2_img,$idx2_lab" --batch 4 --epochs 1 --qu
     --out "$scratch/m2.dstl"
 [ "$status" -eq 0 ] && ok "a two-class model" || not_ok "a two-class model" "status $status"
 
+# ------------------------------------------------------------ self-describing models
+
+# A model trained on the two-class folder (read as RGB, 28x28) with a
+# normalization records its data, normalization, class names and provenance;
+# predict, eval and report use them, and refuse data that does not fit.
+meta=$scratch/meta.dstl
+rm -f "$meta" "$scratch/meta2.dstl" "$scratch/meta.onnx" "$scratch/meta-bare.dstl"
+expect_ok "meta: train on a folder with --mean/--std" '^wrote ' \
+    train --model resnet8 --data "$folder" --mean 0.5 --std 0.25 --batch 2 --epochs 1 \
+    --threads 2 --quiet --out "$meta"
+expect_ok "meta: summary prints what the model records" '^  classes +a, b$' summary --model "$meta"
+for want in '^  data\.shape +3,28,28$' '^  normalize\.mean +0\.5$' '^  normalize\.std +0\.25$' \
+    '^  provenance\.library +libdistill [0-9]' '^  provenance\.command +distill train$' \
+    '^  provenance\.options +\{"command": "train", "model": "resnet8", .*"mean": \[0\.5\]' \
+    '^  provenance\.seed +0$' '^  provenance\.data +fnv1a64:[0-9a-f]{16}$'; do
+    grep -Eq -- "$want" "$out" || not_ok "meta: summary has /$want/" "missing"
+done
+expect_ok "meta: predict prints the class name" 'rect\.png: (a|b) \(0\.[0-9]{4}\), (a|b) ' \
+    predict --model "$meta" --top 2 "$png"
+# the probability predict prints is that of eval's forward on the normalized
+# image: both folder images are the same rectangle, labelled a and b, so
+# eval's mean cross-entropy is -(log p_a + log p_b) / 2
+pa=$(sed -n 's/.* a (\([0-9.]*\)).*/\1/p' "$out")
+pb=$(sed -n 's/.* b (\([0-9.]*\)).*/\1/p' "$out")
+run eval --model "$meta" --data "$folder" --json
+loss=$(sed -n 's/.*"loss": \([-0-9.e]*\).*/\1/p' "$out")
+if [ "$status" -ne 0 ] || [ -z "$pa" ] || [ -z "$pb" ] || [ -z "$loss" ]; then
+    not_ok "meta: predict's probability = eval's forward" "no numbers (eval status $status)"
+elif awk -v a="$pa" -v b="$pb" -v l="$loss" \
+        'BEGIN { d = exp(-l) - sqrt(a * b); exit !(d < 2e-4 && d > -2e-4) }'; then
+    ok "meta: predict's probability = eval's forward (p_a $pa, p_b $pb, loss $loss)"
+else
+    not_ok "meta: predict's probability = eval's forward" "p_a $pa p_b $pb, eval loss $loss"
+fi
+# ... and that normalization is the model's: --mean 0 --std 1 changes it, the
+# recorded values given again do not
+run predict --model "$meta" --top 2 --mean 0 --std 1 "$png"
+pa0=$(sed -n 's/.* a (\([0-9.]*\)).*/\1/p' "$out")
+[ -n "$pa0" ] && [ "$pa0" != "$pa" ] && ok "meta: predict normalizes as the model records" ||
+    not_ok "meta: predict normalizes as the model records" "p_a $pa0 without it, $pa with it"
+expect_ok "meta: eval with the recorded --mean/--std given" "\"loss\": $loss," \
+    eval --model "$meta" --data "$folder" --mean 0.5 --std 0.25 --json
+run eval --model "$meta" --data "$folder" --mean 0 --std 1 --json
+grep -q "\"loss\": $loss," "$out" && not_ok "meta: eval normalizes as the model records" \
+    "the same loss without the normalization" || ok "meta: eval normalizes as the model records"
+
+# data of another channel count, and of other class names: refused naming
+# both, unless --allow-mismatch (which repeats a 1-channel image)
+expect_error "meta: eval of 1-channel data on a 3-channel model" 1 \
+    'model takes 3-channel images \(3x28x28\), data has 1-channel images \(1x28x28\)' \
+    eval --model "$meta" --data "$idx2"
+expect_ok "meta: eval --allow-mismatch repeats the channel" '"count": 8' \
+    eval --model "$meta" --data "$idx2" --allow-mismatch --json
+catdog=$scratch/cat-dog
+mkdir -p "$catdog/cat" "$catdog/dog"
+cp "$png" "$catdog/cat/1.png"
+cp "$png" "$catdog/dog/1.png"
+expect_error "meta: eval of data with other class names" 1 \
+    "model was trained on the classes a, b; data has cat, dog \\(class 0 is 'a' against 'cat'" \
+    eval --model "$meta" --data "$catdog"
+expect_ok "meta: eval --allow-mismatch matches classes by number" "\"loss\": $loss," \
+    eval --model "$meta" --data "$catdog" --allow-mismatch --json
+expect_error "meta: predict --data with other class names" 1 'trained on the classes a, b' \
+    predict --model "$meta" --data "$catdog" "$png"
+expect_error "meta: report on data with other class names" 1 \
+    'teacher was trained on the classes a, b; data has cat, dog' \
+    report --teacher "$meta" --student resnet8 --data "$catdog"
+expect_error "meta: distill on data with other class names" 1 \
+    'teacher was trained on the classes a, b; data has cat, dog' \
+    distill --teacher "$meta" --student resnet8 --data "$catdog" --batch 2 --epochs 1 \
+    --out "$scratch/x.dstl"
+# a student distilled on data without names (IDX, repeated over the
+# teacher's channels) takes the teacher's names and normalization
+expect_ok "meta: distill on IDX data, --allow-mismatch" '^wrote ' \
+    distill --teacher "$meta" --student resnet8 --data "$idx2" --allow-mismatch --batch 4 \
+    --epochs 1 --threads 2 --quiet --out "$scratch/meta2.dstl"
+expect_ok "meta: the student records the teacher's names" '^  classes +a, b$' \
+    summary --model "$scratch/meta2.dstl"
+grep -Eq '^  normalize\.mean +0\.5$' "$out" && grep -Eq '^  provenance\.command +distill distill$' "$out" &&
+    ok "meta: the student records the teacher's normalization" ||
+    not_ok "meta: the student records the teacher's normalization" "missing"
+# teachers that expect different normalizations
+expect_ok "meta: train with another normalization" '^wrote ' \
+    train --model resnet8 --data "$folder" --mean 0.4 --std 0.25 --batch 2 --epochs 1 \
+    --threads 2 --quiet --out "$scratch/meta3.dstl"
+expect_error "meta: teachers that normalize differently" 2 \
+    'teacher .*meta\.dstl expects the normalization mean 0\.5 std 0\.25, teacher .*meta3\.dstl expects mean 0\.4' \
+    distill --teacher "$meta" --teacher "$scratch/meta3.dstl" --student resnet8 --data "$folder" \
+    --batch 2 --epochs 1 --out "$scratch/x.dstl"
+# the metadata travels through ONNX, and can be left out
+run export --model "$meta" --out "$scratch/meta.onnx"
+if [ "$status" -ne 0 ] && grep -q 'without ONNX support' "$err"; then
+    skip "meta: the ONNX file records the same metadata" "no ONNX support"
+else
+    run summary --model "$meta"
+    sed -n '/^metadata:/,$p' "$out" >"$scratch/meta-dstl.txt"
+    run summary --model "$scratch/meta.onnx"
+    sed -n '/^metadata:/,$p' "$out" >"$scratch/meta-onnx.txt"
+    [ -s "$scratch/meta-onnx.txt" ] && cmp -s "$scratch/meta-dstl.txt" "$scratch/meta-onnx.txt" &&
+        ok "meta: the ONNX file records the same metadata" ||
+        not_ok "meta: the ONNX file records the same metadata" "summaries differ"
+    expect_ok "meta: predict from the ONNX file" 'rect\.png: (a|b) ' \
+        predict --model "$scratch/meta.onnx" "$png"
+fi
+run export --model "$meta" --no-metadata --out "$scratch/meta-bare.dstl"
+run summary --model "$scratch/meta-bare.dstl"
+grep -q '^metadata:' "$out" && not_ok "meta: export --no-metadata leaves it out" "still there" ||
+    ok "meta: export --no-metadata leaves it out"
+expect_ok "meta: a model without metadata predicts class numbers" 'rect\.png: [0-9] ' \
+    predict --model "$scratch/meta-bare.dstl" "$png"
+if [ -e "$scratch/x.dstl" ]; then
+    not_ok "refused metadata runs write nothing" "x.dstl exists"
+else
+    ok "refused metadata runs write nothing"
+fi
+
 # ------------------------------------------------------------ Fashion-MNIST
 
 if [ ! -e "$fmnist/train-images-idx3-ubyte.gz" ] && [ ! -e "$fmnist/train-images-idx3-ubyte" ]; then
@@ -356,13 +472,17 @@ else
         --val-limit 128 --epochs 1 --batch 64 --threads 2 --json --quiet \
         --out "$scratch/student3.dstl"
     # the defaults of both commands match: the same student as from the teacher itself
+    # (their provenance differs: the models are compared without their metadata)
     run distill --teacher "$teacher" --student resnet8 --data fashion-mnist --limit 128 \
         --val-limit 128 --epochs 1 --batch 64 --threads 2 --quiet --out "$scratch/student4.dstl"
+    dstatus=$status
+    "$bin" export --model "$scratch/student3.dstl" --no-metadata --out "$scratch/student3-bare.dstl" 2>/dev/null
+    "$bin" export --model "$scratch/student4.dstl" --no-metadata --out "$scratch/student4-bare.dstl" 2>/dev/null
     if [ ! -s "$scratch/student3.dstl" ]; then
         not_ok "distill from the cache = from the teacher" "no model from the cache"
-    elif [ "$status" -ne 0 ]; then
-        not_ok "distill from the cache = from the teacher" "distill --teacher: status $status"
-    elif ! cmp -s "$scratch/student3.dstl" "$scratch/student4.dstl"; then
+    elif [ "$dstatus" -ne 0 ]; then
+        not_ok "distill from the cache = from the teacher" "distill --teacher: status $dstatus"
+    elif ! cmp -s "$scratch/student3-bare.dstl" "$scratch/student4-bare.dstl"; then
         not_ok "distill from the cache = from the teacher" "the two students differ"
     else
         ok "distill from the cache = from the teacher"
@@ -384,6 +504,12 @@ else
         --batch 32 --threads 2
     expect_ok "predict with class names" 'rect\.png: [A-Za-z]' \
         predict --model "$student" --data fashion-mnist "$png"
+    expect_ok "predict: Fashion-MNIST's names, from the model itself" \
+        'rect\.png: (T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot) \(' \
+        predict --model "$student" "$png"
+    expect_error "eval of Fashion-MNIST on a 3-channel model" 1 \
+        'model takes 3-channel images \(3x28x28\), data has 1-channel images \(1x28x28\)' \
+        eval --model "$meta" --data fashion-mnist --limit 64
 
     # Runs that survive: the model of a run interrupted by a real SIGINT
     # (at a step boundary, checkpoint written) and resumed, and of a run
