@@ -12,7 +12,10 @@
 2. Every zoo model exported by `DISTILL export`, accepted by
    onnx.checker.check_model(full_check=True), and imported back by the same
    program.
-3. Unsupported input is refused with the node's name and the reason.
+3. A model's metadata as metadata_props, both ways: written here with
+   onnx.helper and read by the program (`DISTILL summary`), exported by the
+   program and read here; a lying entry is refused.
+4. Unsupported input is refused with the node's name and the reason.
 
 Exits 77 (skipped) when this Python has no onnx module.
 """
@@ -288,6 +291,53 @@ for name in zoo:
     subprocess.run([DISTILL, "export", "--model", out, "--out", back], check=True)
     print(f"PASS export {name}: onnx.checker accepts it, opset {m.opset_import[0].version}, "
           f"{len(m.graph.node)} nodes; imported back")
+
+# ------------------------------------------------ metadata_props both ways
+def gemm_model(props):
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "meta",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    helper.set_model_props(m, props)
+    return m
+
+
+props = {"data.shape": "1,2,2", "normalize.mean": "0.5", "normalize.std": "0.25",
+         "classes": "cat\ndog\nT-shirt/top", "provenance.command": "torch.onnx.export",
+         "host.k": "caf\u00e9"}
+path = os.path.join(WORK, "meta.onnx")
+onnx.save(gemm_model({**props, "other tool's key": "skipped"}), path)
+r = subprocess.run([DISTILL, "summary", "--model", path], capture_output=True, text=True,
+                   check=True)
+for k, v in props.items():
+    line = f"  {k:<20} {v.replace(chr(10), ', ')}"
+    if line not in r.stdout.splitlines():
+        sys.exit(f"metadata '{k}' not read from metadata_props:\n{r.stdout}")
+if "other tool" in r.stdout:
+    sys.exit(f"a key that is not a metadata key was kept:\n{r.stdout}")
+# exported again, directly and through a model file: the same properties
+dstl = os.path.join(WORK, "meta.dstl")
+subprocess.run([DISTILL, "export", "--model", path, "--out", dstl], check=True)
+for src in (path, dstl):
+    out = os.path.join(WORK, "meta-again.onnx")
+    subprocess.run([DISTILL, "export", "--model", src, "--out", out], check=True)
+    m = onnx.load(out)
+    onnx.checker.check_model(m, full_check=True)
+    got = {p.key: p.value for p in m.metadata_props}
+    if got != props:
+        sys.exit(f"metadata_props after export from {src}: {got}, expected {props}")
+bare = os.path.join(WORK, "meta-bare.onnx")
+subprocess.run([DISTILL, "export", "--model", dstl, "--no-metadata", "--out", bare], check=True)
+if onnx.load(bare).metadata_props:
+    sys.exit("export --no-metadata wrote metadata_props")
+onnx.save(gemm_model({**props, "classes": "cat\ndog"}), path)
+r = subprocess.run([DISTILL, "summary", "--model", path], capture_output=True, text=True)
+if r.returncode == 0 or "metadata_props" not in r.stderr or "2 names" not in r.stderr:
+    sys.exit(f"two class names for three logits were not refused: {r.stderr}")
+print(f"PASS metadata_props both ways; a lie refused: {r.stderr.strip()}")
 
 # ------------------------------------------------------- refusals
 bad = helper.make_graph(
