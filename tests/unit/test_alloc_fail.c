@@ -9,11 +9,13 @@
  *   distillation   zoo resnet8 (a quarter of the widths, 8 x 8 images) as
  *                  the student, a small builder model as the teacher, a
  *                  trainer with KD, one distill_trainer_step on a batch of 4,
- *                  distill_model_save, distill_model_load, free everything
+ *                  metadata set, distill_model_save, distill_model_load,
+ *                  free everything
  *   IDX (gzip)     distill_dataset_from_idx on gzip files (zlib's memory),
  *                  a loader with its prefetch thread, one batch
  *   PNG folder     distill_dataset_from_folder on PNGs (libpng's memory)
- *   ONNX           a small model exported with distill_model_export_onnx and
+ *   ONNX           a small model with metadata, exported with
+ *                  distill_model_export_onnx and
  *                  imported with distill_model_import_onnx (protobuf-c's
  *                  memory), when the library has ONNX support
  *
@@ -233,6 +235,21 @@ static int small_model(distill_model **out, int width)
     return rc;
 }
 
+/* Metadata of every kind on a 1-channel, 4-class model. */
+static int describe(distill_model *m)
+{
+    static const char *const names[4] = {"a", "b", "c", "d"};
+    const float mean = 0.25f, std = 0.5f;
+    int rc = distill_model_set_normalization(m, 1, &mean, &std);
+    if (!rc)
+        rc = distill_model_set_class_names(m, 4, names);
+    if (!rc)
+        rc = distill_model_set_metadata(m, DISTILL_META_DATA_SHAPE, "1,8,8");
+    if (!rc)
+        rc = distill_model_set_metadata(m, "host.note", "kept");
+    return rc;
+}
+
 /* The distillation path; returns how it ended. */
 static outcome run_distill(void)
 {
@@ -271,7 +288,7 @@ static outcome run_distill(void)
             p[i] = (float)((i * 29) % 17) / 16.0f;
     }
     double loss = 0;
-    if (!o.rc && STEP(&o, distill_trainer_step(tr, x, y, &loss)) &&
+    if (!o.rc && STEP(&o, distill_trainer_step(tr, x, y, &loss)) && STEP(&o, describe(student)) &&
         STEP(&o, distill_model_save(student, MODEL_PATH)))
         STEP(&o, distill_model_load(&loaded, MODEL_PATH));
 
@@ -432,7 +449,8 @@ static outcome run_onnx(void)
     distill_model *m = NULL, *r = NULL;
     distill_tensor *x = NULL, *y = NULL;
     int64_t xd[4] = {2, 1, 8, 8}, yd[2] = {2, 4};
-    if (STEP(&o, small_model(&m, 4)) && STEP(&o, distill_model_export_onnx(m, ONNX_PATH)) &&
+    if (STEP(&o, small_model(&m, 4)) && STEP(&o, describe(m)) &&
+        STEP(&o, distill_model_export_onnx(m, ONNX_PATH)) &&
         STEP(&o, distill_model_import_onnx(&r, ONNX_PATH)) &&
         STEP(&o, distill_tensor_create(&x, 4, xd)) && STEP(&o, distill_tensor_create(&y, 2, yd)))
         STEP(&o, distill_model_forward(r, x, DISTILL_MODE_INFERENCE, y));
