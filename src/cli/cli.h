@@ -100,6 +100,9 @@ typedef enum cli_opt_id {
     OPT_MUTUAL_T,
     OPT_ALLOW_MISMATCH,
     OPT_NO_METADATA,
+    OPT_LOG,
+    OPT_LOG_EVERY,
+    OPT_HTML,
     OPT_COUNT_ /* at most 64: cli_options.given is a bit set */
 } cli_opt_id;
 
@@ -137,6 +140,10 @@ typedef struct cli_options {
     double mutual_weight, mutual_t;
     int allow_mismatch;             /* --allow-mismatch */
     int no_metadata;                /* --no-metadata */
+    const char *logs[CLI_MAX_LIST]; /* --log: training commands take one */
+    int n_logs;
+    int log_every;                  /* --log-every; 0 = CLI_LOG_EVERY_DEFAULT */
+    const char *html;               /* report --html FILE */
 } cli_options;
 
 /** One option of a subcommand; help NULL means the option's general help. */
@@ -335,6 +342,63 @@ int cli_transformed_dims(const cli_options *o, const distill_dataset *ds, int tr
 /** Nonzero when the command line has a transform that changes the size. */
 int cli_has_size_transform(const cli_options *o);
 
+/* ---------------------------------------------------------------- training log */
+
+#define CLI_LOG_EVERY_DEFAULT 50
+
+/** The --log FILE of a training command (log.c): JSON lines, each flushed. */
+typedef struct cli_log {
+    FILE *f;          /* NULL: no log */
+    const char *path;
+    int every;        /* steps between "step" lines */
+    int failed;       /* a write failed (reported once); nothing more is written */
+    double t0;
+    double inv_rate_sum; /* the step rates since the last "step" line */
+    int rate_steps;
+} cli_log;
+
+/**
+ * Open o->logs[0] (if --log was given; else l stays off and every call is a
+ * no-op) and write the "start" line: the command, the library version,
+ * `model` (the --model or --student), the teachers, losses, data, and t's
+ * epochs, batch, lr and seed.  Appends with --resume, else truncates.
+ * Wiring a command: cli_log_open() once its trainer options are known, then
+ * cli_progress.log = &log, and cli_log_close() with the command's status.
+ */
+int cli_log_open(cli_log *l, const cli_command *cmd, const cli_options *o, const char *model,
+                 const distill_trainer_options *t);
+/** Write a "step" line (every l->every steps) or an "epoch" line; from cli_progress_cb. */
+void cli_log_progress(cli_log *l, const distill_progress *p);
+/** Write the "end" line (status: a CLI_* exit status) and close.  Accepts a closed log. */
+void cli_log_close(cli_log *l, int status, int64_t steps);
+
+/** A --log file read back (logread.c), for the report's training curves. */
+#define CLI_LOGREAD_MAX_TERMS 8
+
+typedef struct cli_logread_point {
+    int epoch_line;       /* an "epoch" line (val_accuracy set), else a "step" line */
+    double step, epoch, loss, lr, val_accuracy, images_per_sec; /* NAN when absent */
+    double terms[CLI_LOGREAD_MAX_TERMS]; /* by cli_logread.term_names; NAN when absent */
+} cli_logread_point;
+
+typedef struct cli_logread {
+    const char *path;
+    cli_logread_point *points; /* in file order (owned) */
+    int n, cap;
+    int n_terms;
+    char term_names[CLI_LOGREAD_MAX_TERMS][48];
+    int runs;                  /* "start" lines: more than one after a --resume */
+    int bad_lines;             /* lines skipped (a run killed mid-write leaves one) */
+    /* the first "start" line; empty strings and NAN when the log has none */
+    char command[32], model[256], data[256], output[256], version[32], losses[512];
+    double seed, epochs, batch, lr;
+    char status[16];           /* of the last "end" line; "" when the run never ended */
+} cli_logread;
+
+/** Read a --log file; CLI_ERUNTIME (message printed) for a missing file or no lines. */
+int cli_logread_load(const char *path, cli_logread *r);
+void cli_logread_free(cli_logread *r);
+
 /* ---------------------------------------------------------------- progress */
 
 typedef struct cli_progress {
@@ -362,6 +426,7 @@ typedef struct cli_progress {
     /* several students: each one's last loss and validation accuracy */
     double last_losses[CLI_MAX_LIST], last_vals[CLI_MAX_LIST];
     int n_loss, n_val;
+    cli_log *log;     /* the --log of the run, or NULL */
 } cli_progress;
 
 void cli_progress_init(cli_progress *p, int quiet);
@@ -409,6 +474,10 @@ void cli_json_begin_arr(cli_json *j, const char *key);
 void cli_json_end_arr(cli_json *j);
 /** An element of the innermost array: an integer. */
 void cli_json_elem_int(cli_json *j, int64_t value);
+/** An element of the innermost array: a number (null when not finite). */
+void cli_json_elem_num(cli_json *j, double value);
+/** An element of the innermost array: a string (null for NULL). */
+void cli_json_elem_str(cli_json *j, const char *value);
 
 /* ---------------------------------------------------------------- commands */
 

@@ -54,6 +54,7 @@ typedef struct run {
     distill_student *sts[CLI_MAX_LIST];
     int n_students;
     cli_progress progress;
+    cli_log log;                /* --log FILE */
     double seconds;
     char ckpt_default[4096];  /* OUT.ckpt: where an interrupt saves without --checkpoint */
 } run;
@@ -159,6 +160,12 @@ static int check_common(run *r)
     if (r->o->resume && access(r->o->resume, R_OK) != 0)
         return cli_fail(CLI_ERUNTIME, "--resume %s: no such file or not readable", r->o->resume);
     if (r->o->checkpoint && (rc = check_dir_of("--checkpoint", r->o->checkpoint)))
+        return rc;
+    if (r->o->n_logs > 1)
+        return cli_fail(CLI_EUSAGE, "%s: takes one --log", cmd->name);
+    if (cli_given(r->o, OPT_LOG_EVERY) && !cli_given(r->o, OPT_LOG))
+        return cli_fail(CLI_EUSAGE, "%s: --log-every needs --log FILE", cmd->name);
+    if (r->o->n_logs && (rc = check_dir_of("--log", r->o->logs[0])))
         return rc;
     return check_dir_of("--out", r->o->out);
 }
@@ -426,7 +433,7 @@ static int check_batch(const run *r, const distill_trainer_options *t)
 
 /* The trainer made: progress, checkpoints and --resume, as every training
  * command has them. */
-static int trainer_ready(run *r)
+static int trainer_ready(run *r, const char *model_name, const distill_trainer_options *t)
 {
     r->progress.tr = r->tr;
     r->progress.ckpt_path = r->o->checkpoint;
@@ -436,10 +443,13 @@ static int trainer_ready(run *r)
     int rc;
     if (r->o->resume && (rc = distill_trainer_load_checkpoint(r->tr, r->o->resume)))
         return cli_fail_lib(rc, "--resume %s", r->o->resume);
+    if ((rc = cli_log_open(&r->log, r->cmd, r->o, model_name, t)))
+        return rc;
+    r->progress.log = &r->log;
     return CLI_OK;
 }
 
-static int make_trainer(run *r)
+static int make_trainer(run *r, const char *model_name)
 {
     distill_trainer_options t;
     trainer_options(r, &t);
@@ -453,7 +463,7 @@ static int make_trainer(run *r)
             return rc;
     if (r->o->n_losses == 0 && r->o->unlabelled && (rc = add_unlabelled_kd(r)))
         return rc;
-    return trainer_ready(r);
+    return trainer_ready(r, model_name, &t);
 }
 
 /* ------------------------------------------------------------- provenance */
@@ -655,9 +665,10 @@ static void print_result(const run *r, const char *model)
 
 static int run_fit(run *r, const char *model_name)
 {
-    int rc = make_trainer(r);
+    int rc = make_trainer(r, model_name);
     if (rc == CLI_OK)
         rc = fit(r);
+    cli_log_close(&r->log, rc, r->tr ? distill_trainer_steps_done(r->tr) : 0);
     if (rc == CLI_OK)
         print_result(r, model_name);
     return rc;
@@ -876,7 +887,12 @@ static int make_mutual_trainer(run *r)
     if ((rc = distill_trainer_create_students(&r->tr, r->n_students, r->sts, run_teacher(r), &t,
                                               &m)))
         return cli_fail_lib(rc, "trainer");
-    return trainer_ready(r);
+    char names[1024] = "";
+    for (int i = 0; i < r->n_students; i++) {
+        size_t n = strlen(names);
+        snprintf(names + n, sizeof names - n, "%s%s", i ? "," : "", r->o->students[i]);
+    }
+    return trainer_ready(r, names, &t);
 }
 
 static void print_mutual(const run *r)
@@ -933,6 +949,7 @@ int cli_cmd_mutual(const cli_command *cmd, const cli_options *o)
         rc = make_mutual_trainer(&r);
     if (rc == CLI_OK)
         rc = fit(&r);
+    cli_log_close(&r.log, rc, r.tr ? distill_trainer_steps_done(r.tr) : 0);
     if (rc == CLI_OK)
         print_mutual(&r);
     run_free(&r);

@@ -128,3 +128,13 @@ void cli_json_elem_int(cli_json *j, int64_t value)
     put_key(j, NULL);
     fprintf(j->f, "%" PRId64, value);
 }
+
+void cli_json_elem_num(cli_json *j, double value)
+{
+    cli_json_num(j, NULL, value);
+}
+
+void cli_json_elem_str(cli_json *j, const char *value)
+{
+    cli_json_str(j, NULL, value);
+}

@@ -134,6 +134,15 @@ static const opt_def OPTS[OPT_COUNT_] = {
      "number"},
     {OPT_NO_METADATA, "no-metadata", ARG_FLAG, NULL, 0, 0,
      "write the model without its metadata (normalization, class names, provenance)"},
+    {OPT_LOG, "log", ARG_LIST, "FILE", 0, 0,
+     "write a training log to FILE: JSON lines, one every --log-every steps (epoch, step, "
+     "loss and each loss term, learning rate, images/s) and one per epoch (validation "
+     "accuracy), each flushed as it is written; --resume appends"},
+    {OPT_LOG_EVERY, "log-every", ARG_INT, "N", 1, 1000000000,
+     "steps between the --log lines (default 50)"},
+    {OPT_HTML, "html", ARG_STR, "FILE", 0, 0,
+     "also write the report as one self-contained HTML page with charts (no network access "
+     "needed to view it)"},
 };
 
 /* ------------------------------------------------------------- messages */
@@ -249,6 +258,7 @@ static int set_int(const cli_command *cmd, const opt_def *d, const char *v, cli_
              : d->id == OPT_CLASSES ? &o->classes
              : d->id == OPT_WIDTH ? &o->width_pct
              : d->id == OPT_CHECKPOINT_EVERY ? &o->checkpoint_every
+             : d->id == OPT_LOG_EVERY ? &o->log_every
                                      : &o->top;
     *dst = (int)x;
     return CLI_OK;
@@ -405,8 +415,10 @@ static int set_size(const cli_command *cmd, const opt_def *d, const char *v, cli
 
 static int add_list(const cli_command *cmd, const opt_def *d, const char *v, cli_options *o)
 {
-    const char **list = d->id == OPT_TEACHER ? o->teachers : o->losses;
-    int *n = d->id == OPT_TEACHER ? &o->n_teachers : &o->n_losses;
+    const char **list = d->id == OPT_TEACHER ? o->teachers
+                      : d->id == OPT_LOG   ? o->logs
+                                           : o->losses;
+    int *n = d->id == OPT_TEACHER ? &o->n_teachers : d->id == OPT_LOG ? &o->n_logs : &o->n_losses;
     if (*n == CLI_MAX_LIST)
         return cli_fail(CLI_EUSAGE, "%s: --%s given more than %d times", cmd->name, d->name,
                         CLI_MAX_LIST);
@@ -439,6 +451,7 @@ static const char **str_slot(cli_opt_id id, cli_options *o)
     case OPT_TEACHER_CACHE: return &o->teacher_cache;
     case OPT_CHECKPOINT: return &o->checkpoint;
     case OPT_RESUME: return &o->resume;
+    case OPT_HTML: return &o->html;
     default: return &o->out;
     }
 }

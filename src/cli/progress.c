@@ -195,6 +195,7 @@ int cli_progress_cb(const distill_progress *p, void *payload)
         pr->inv_rate_sum += 1.0 / p->images_per_sec;
         pr->rate_steps++;
     }
+    cli_log_progress(pr->log, p);
     if (!pr->quiet) {
         if (p->end_of_epoch) {
             print_epoch(pr, p);
