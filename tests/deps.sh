@@ -17,6 +17,7 @@ packages=(
     libprotobuf-c-dev protobuf-c-compiler # ONNX import/export (DISTILL_ONNX)
     python3-onnx                         # onnx.proto for the build; onnx.checker in tests
     libonnx-testdata                     # ONNX backend node tests (tests/onnx)
+    chromium                             # renders the report page (tests/cli/report_html_test.sh)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -122,6 +122,11 @@ static const cli_cmd_opt REPORT_OPTS[] = {
     {OPT_CENTER_CROP, NULL},
     {OPT_SIZE, "read image folders at HxW (default: the teacher's input size)"},
     {OPT_MEMORY, NULL}, {OPT_WORKERS, NULL}, {OPT_JSON, NULL}, {OPT_ALLOW_MISMATCH, NULL},
+    {OPT_HTML, "also write the report as one self-contained HTML page: the table, accuracy "
+               "against latency and size with the Pareto front, per-class accuracy, the "
+               "student's confusion matrix, and the training curves of each --log"},
+    {OPT_LOG, "a training log written by `distill train|distill --log FILE`, repeatable: its "
+              "loss terms, learning rate and validation accuracy are drawn in the --html page"},
     END_OPTS};
 
 static const cli_cmd_opt PREDICT_OPTS[] = {
@@ -224,9 +229,15 @@ static const cli_command COMMANDS[] = {
      "--teacher T --student S --data D [options]",
      "Latency is the median of repeated inference runs at batch 1 and at the large batch, with "
      "the current thread count; ratios are student / teacher. The data is normalized as the "
-     "model files record (they must agree) unless --mean/--std are given.",
+     "model files record (they must agree) unless --mean/--std are given. With labelled data "
+     "the report adds each model's accuracy per class and the student's confusion matrix (one "
+     "more pass of each model over the data). --html FILE also writes the report as one page "
+     "that needs nothing else to be viewed: charts drawn as inline SVG, and the training "
+     "curves of each --log given.",
      REPORT_OPTS, 0,
-     "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist",
+     "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist\n"
+     "  distill report --teacher teacher.dstl --student student.dstl --data fashion-mnist \\\n"
+     "      --html report.html --log teacher.log --log student.log",
      cli_cmd_report, 0},
     {"predict", "Classify PNG or JPEG images: prints \"file: class (probability)\" for each.",
      "--model M [options] IMAGE.png...",
