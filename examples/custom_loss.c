@@ -101,12 +101,13 @@ static double check_against_builtin(distill_loss *mine)
     }
     for (int i = 0; i < N; i++)
         y[i] = (int32_t)((i * 7) % C);
-    distill_loss_batch b = {N, C, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, N, C, s, t, y, NULL, NULL};
 
     distill_loss *builtin;
     CHECK(distill_loss_kd(&builtin, 4.0f, 0.9f));
     double v_builtin, v_mine;
-    distill_loss_grads gb = {g_builtin, NULL}, gm = {g_mine, NULL};
+    distill_loss_grads gb = {DISTILL_LOSS_GRADS_VERSION, g_builtin, NULL};
+    distill_loss_grads gm = {DISTILL_LOSS_GRADS_VERSION, g_mine, NULL};
     CHECK(distill_loss_forward(builtin, &b, &v_builtin, &gb));
     CHECK(distill_loss_forward(mine, &b, &v_mine, &gm));
     distill_loss_free(builtin);
@@ -184,7 +185,7 @@ int main(void)
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_eval_result rt, rs;
+    distill_eval_result rt = DISTILL_EVAL_RESULT_INIT, rs = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(teacher_model, test_set, &eo, &rt));
     eo.agreement = teacher;
     CHECK(distill_evaluate(student, test_set, &eo, &rs));

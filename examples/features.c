@@ -50,7 +50,7 @@ static distill_model *zoo(const char *name, uint64_t seed)
 
 static void print_node(const char *who, const distill_model *m, const char *name)
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     CHECK(distill_model_find_node(m, name, &info));
     if (info.rank == 1)
         printf("  %s %-7s %lld\n", who, name, (long long)info.dims[0]);
@@ -96,7 +96,7 @@ static double accuracy(distill_model *m, const distill_dataset *test)
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, test, &eo, &r));
     return r.top1;
 }

@@ -111,7 +111,7 @@ int main(int argc, char **argv)
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(model, test, &eo, &r));
     printf("test: %lld images, top-1 %.4f, top-5 %.4f, loss %.4f\n", (long long)r.count, r.top1,
            r.top5, r.loss);
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
     CHECK(distill_model_save(model, path));
     distill_model *loaded;
     CHECK(distill_model_load(&loaded, path));
-    distill_eval_result r2;
+    distill_eval_result r2 = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(loaded, test, &eo, &r2));
     printf("saved to %s and loaded back: top-1 %.4f\n", path, r2.top1);
 

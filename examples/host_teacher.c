@@ -199,7 +199,7 @@ int main(void)
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
     eo.agreement = teacher;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(student, test_set, &eo, &r));
     printf("test: student accuracy %.4f, agreement with the engine %.4f\n", r.top1, r.agreement);
 

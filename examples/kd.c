@@ -81,7 +81,7 @@ static double accuracy(distill_model *m, const distill_dataset *test, distill_te
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
     eo.agreement = t;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, test, &eo, &r));
     if (agreement)
         *agreement = r.agreement;
@@ -135,9 +135,10 @@ int main(void)
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_report rep;
-    CHECK(distill_report_compare(teacher_model, student, test_set, &eo, 128, &rep));
-    const distill_report_side *t = &rep.teacher, *s = &rep.student;
+    distill_report rep = DISTILL_REPORT_INIT;
+    distill_report_side ts = DISTILL_REPORT_SIDE_INIT, ss = DISTILL_REPORT_SIDE_INIT;
+    CHECK(distill_report_compare(teacher_model, student, test_set, &eo, 128, &rep, &ts, &ss));
+    const distill_report_side *t = &ts, *s = &ss;
     printf("\ncompression report (%d threads)\n", rep.threads);
     printf("%-22s %12s %12s %8s\n", "", "teacher", "student", "ratio");
     printf("%-22s %12lld %12lld %7.1fx\n", "parameters", (long long)t->params,

@@ -64,7 +64,7 @@ static double accuracy(distill_model *m, const distill_dataset *test)
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, test, &eo, &r));
     return r.top1;
 }

@@ -35,6 +35,40 @@
 extern "C" {
 #endif
 
+/* ------------------------------------------------------ versioned structs */
+
+/**
+ * Every struct that crosses the API -- options and vtables the caller hands
+ * in, results the library fills in, what callbacks are given -- has
+ * `unsigned int version` as its first field, and each has a
+ * DISTILL_<NAME>_VERSION macro and a DISTILL_<NAME>_INIT initializer:
+ *
+ *     distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
+ *     distill_evaluate(model, test_set, NULL, &r);
+ *
+ * A version is the number of bytes from the start of the struct to the end
+ * of its last field, as the header a program was compiled with declares it
+ * (DISTILL_STRUCT_VERSION).  Structs only grow at the end within a major
+ * version, so the version tells the library exactly which fields the
+ * caller's struct has: it reads and writes those fields and no others.
+ * An options struct from an older program gets the defaults for the fields
+ * it lacks; a result struct of an older program is filled up to its last
+ * field and not one byte further.  A version larger than the library's (a
+ * program built against a newer libdistill), or smaller than the version
+ * field itself (an uninitialized struct, or 0), is refused with
+ * DISTILL_EVERSION before anything is done.  The rules are in lib/README.md.
+ */
+#define DISTILL_STRUCT_VERSION(type, last_field) \
+    ((unsigned int)(offsetof(type, last_field) + sizeof(((type *)0)->last_field)))
+
+/**
+ * Nonzero when the struct at `s`, filled in by the library (a callback's
+ * argument such as distill_progress or distill_loss_batch), has `field`:
+ * a program built against a newer header uses it before it reads a field
+ * that an older library would not have written.
+ */
+#define DISTILL_HAS_FIELD(s, type, field) ((s)->version >= DISTILL_STRUCT_VERSION(type, field))
+
 /** Status codes.  Values are part of the ABI and never change. */
 typedef enum distill_status {
     DISTILL_OK = 0,
@@ -50,7 +84,7 @@ typedef enum distill_status {
     DISTILL_ESTATE = -10,     /**< a call came in the wrong order (e.g. backward before forward) */
     DISTILL_ENONFINITE = -11, /**< a loss, gradient or input is NaN or infinite */
     DISTILL_ECANCELLED = -12, /**< the host's callback asked to stop */
-    DISTILL_EVERSION = -13    /**< an options struct or file has a version this library does not know */
+    DISTILL_EVERSION = -13    /**< a struct or file has a version this library does not know */
 } distill_status;
 
 /**
@@ -95,7 +129,7 @@ DISTILL_API int distill_get_num_threads(void);
 
 /* ------------------------------------------------------------ allocator */
 
-#define DISTILL_ALLOCATOR_VERSION 1
+#define DISTILL_ALLOCATOR_VERSION DISTILL_STRUCT_VERSION(distill_allocator, payload)
 
 /**
  * A host allocator: where the library takes its memory from.
@@ -115,6 +149,8 @@ typedef struct distill_allocator {
     void (*free)(void *ptr, void *payload);
     void *payload;        /**< passed back to both; borrowed */
 } distill_allocator;
+
+#define DISTILL_ALLOCATOR_INIT {DISTILL_ALLOCATOR_VERSION, NULL, NULL, NULL}
 
 /**
  * Install `a` (copied) as the allocator of every block the library

@@ -111,7 +111,7 @@ typedef enum distill_resize {
     DISTILL_RESIZE_NONE = 2         /**< every image must already be H x W */
 } distill_resize;
 
-#define DISTILL_FOLDER_OPTIONS_VERSION 1
+#define DISTILL_FOLDER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_folder_options, progress_payload)
 
 typedef struct distill_folder_options {
     unsigned int version; /**< DISTILL_FOLDER_OPTIONS_VERSION */
@@ -394,7 +394,7 @@ DISTILL_API int distill_dataset_fingerprint(const distill_dataset *ds, char *buf
 
 /* ------------------------------------------------------------ loader */
 
-#define DISTILL_LOADER_OPTIONS_VERSION 1
+#define DISTILL_LOADER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_loader_options, workers)
 
 typedef struct distill_loader_options {
     unsigned int version; /**< DISTILL_LOADER_OPTIONS_VERSION */

@@ -52,8 +52,18 @@ extern "C" {
 
 typedef struct distill_loss distill_loss;
 
-/** What a loss sees for one batch.  All pointers are borrowed for the call. */
+#define DISTILL_LOSS_BATCH_VERSION DISTILL_STRUCT_VERSION(distill_loss_batch, teacher_feat)
+
+/**
+ * What a loss sees for one batch.  All pointers are borrowed for the call.
+ * A loss's forward is always given the library's complete struct, version
+ * set to the library's DISTILL_LOSS_BATCH_VERSION: a loss built against a
+ * newer header checks DISTILL_HAS_FIELD(batch, distill_loss_batch, field)
+ * before it reads a field added after 0.1.0.  A host that calls
+ * distill_loss_forward() itself starts from DISTILL_LOSS_BATCH_INIT.
+ */
 typedef struct distill_loss_batch {
+    unsigned int version;                /**< the library's DISTILL_LOSS_BATCH_VERSION */
     int64_t n;                           /**< batch size */
     int64_t classes;                     /**< logits per sample */
     const float *student_logits;         /**< (n, classes) */
@@ -63,18 +73,25 @@ typedef struct distill_loss_batch {
     const distill_tensor *teacher_feat;  /**< the loss's teacher tap, or NULL */
 } distill_loss_batch;
 
+#define DISTILL_LOSS_BATCH_INIT {DISTILL_LOSS_BATCH_VERSION, 0, 0, NULL, NULL, NULL, NULL, NULL}
+
 /**
  * Where a loss *adds* its gradients.  student_logits has n * classes floats;
  * student_feat has the shape of batch->student_feat (NULL when the loss has
  * no tap).  The gradients are of the loss as returned (unweighted): the
  * trainer scales them by the loss's weight.
  */
+#define DISTILL_LOSS_GRADS_VERSION DISTILL_STRUCT_VERSION(distill_loss_grads, student_feat)
+
 typedef struct distill_loss_grads {
+    unsigned int version; /**< the library's DISTILL_LOSS_GRADS_VERSION (as distill_loss_batch) */
     float *student_logits;
     distill_tensor *student_feat;
 } distill_loss_grads;
 
-#define DISTILL_LOSS_VTABLE_VERSION 1
+#define DISTILL_LOSS_GRADS_INIT {DISTILL_LOSS_GRADS_VERSION, NULL, NULL}
+
+#define DISTILL_LOSS_VTABLE_VERSION DISTILL_STRUCT_VERSION(distill_loss_vtable, destroy)
 
 /** A host-defined loss. */
 typedef struct distill_loss_vtable {
@@ -91,6 +108,8 @@ typedef struct distill_loss_vtable {
     /** Called once when the loss is freed (may be NULL). */
     void (*destroy)(void *payload);
 } distill_loss_vtable;
+
+#define DISTILL_LOSS_VTABLE_INIT {DISTILL_LOSS_VTABLE_VERSION, NULL, NULL, NULL}
 
 /**
  * Create a loss from a host vtable (copied; payload is borrowed and handed
@@ -242,7 +261,9 @@ DISTILL_API int distill_loss_needs_teacher(const distill_loss *l);
 
 /**
  * Evaluate a loss directly: *value = loss, gradients ADDED into g.
- * This is what the trainer calls; hosts and tests can call it too.
+ * This is what the trainer calls; hosts and tests can call it too, with
+ * batch and g made from DISTILL_LOSS_BATCH_INIT and DISTILL_LOSS_GRADS_INIT
+ * (their versions are checked: DISTILL_EVERSION).
  * DISTILL_ENONFINITE if the value is not finite.
  * g, or either of its pointers, may be NULL to skip those gradients.  On
  * failure nothing has been added into g.

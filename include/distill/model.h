@@ -100,7 +100,7 @@ DISTILL_API void distill_model_free(distill_model *m);
 /** Deep copy: graph, parameters, statistics, metadata.  *out belongs to the caller. */
 DISTILL_API int distill_model_clone(distill_model **out, const distill_model *m);
 
-#define DISTILL_CONV2D_OPTIONS_VERSION 1
+#define DISTILL_CONV2D_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_conv2d_options, bias)
 
 typedef struct distill_conv2d_options {
     unsigned int version; /**< DISTILL_CONV2D_OPTIONS_VERSION */
@@ -159,7 +159,7 @@ DISTILL_API int distill_model_add_maxpool(distill_model *m, const char *name, co
 /** Average pooling, square kernel; padded zeros count in the average (PyTorch's default). */
 DISTILL_API int distill_model_add_avgpool(distill_model *m, const char *name, const char *input,
                                           int kernel, int stride, int pad);
-#define DISTILL_POOL2D_OPTIONS_VERSION 1
+#define DISTILL_POOL2D_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_pool2d_options, pad_right)
 
 /** Pooling with any kernel, strides and padding on each side. */
 typedef struct distill_pool2d_options {
@@ -241,7 +241,11 @@ typedef enum distill_param_kind {
     DISTILL_PARAM_RUNNING_VAR = 5  /**< BatchNorm statistic (not trainable) */
 } distill_param_kind;
 
+#define DISTILL_PARAM_INFO_VERSION DISTILL_STRUCT_VERSION(distill_param_info, grad)
+
+/** A parameter tensor, as distill_model_param() describes it. */
 typedef struct distill_param_info {
+    unsigned int version;    /**< DISTILL_PARAM_INFO_VERSION, set by the caller */
     const char *name;        /**< "conv1.weight"; borrowed, lives as long as the model */
     const char *node;        /**< the node it belongs to; borrowed */
     int kind;                /**< distill_param_kind */
@@ -253,13 +257,17 @@ typedef struct distill_param_info {
     float *grad;             /**< borrowed gradient of the same shape; NULL if not trainable */
 } distill_param_info;
 
+#define DISTILL_PARAM_INFO_INIT {DISTILL_PARAM_INFO_VERSION, NULL, NULL, 0, 0, 0, {0, 0, 0, 0}, 0, NULL, NULL}
+
 /** Number of parameter tensors (trainable ones and BN statistics). */
 DISTILL_API size_t distill_model_param_count(const distill_model *m);
 
 /**
- * Describe parameter tensor i (0 <= i < distill_model_param_count).  The
- * pointers are borrowed and stay valid until the model is freed or a node is
- * added.  Writing through data changes the model.
+ * Describe parameter tensor i (0 <= i < distill_model_param_count) into
+ * *info, whose version the caller has set (DISTILL_PARAM_INFO_INIT); the
+ * library fills the fields that version has.  The pointers are borrowed and
+ * stay valid until the model is freed or a node is added.  Writing through
+ * data changes the model.  Errors: DISTILL_EINVAL, DISTILL_EVERSION.
  */
 DISTILL_API int distill_model_param(distill_model *m, size_t i, distill_param_info *info);
 
@@ -362,11 +370,14 @@ DISTILL_API int distill_model_input_grad(distill_model *m, distill_tensor *dst);
 /** Number of nodes, input included. */
 DISTILL_API size_t distill_model_node_count(const distill_model *m);
 
+#define DISTILL_NODE_INFO_VERSION DISTILL_STRUCT_VERSION(distill_node_info, tanh_approx)
+
+/** A node, as distill_model_node() describes it. */
 typedef struct distill_node_info {
+    unsigned int version; /**< DISTILL_NODE_INFO_VERSION, set by the caller */
     const char *name;     /**< borrowed */
     int op;               /**< distill_op */
-    int n_inputs;
-    const char *inputs[8];/**< borrowed names of the first 8 inputs */
+    int n_inputs;         /**< how many inputs (up to 64): see distill_model_node_input() */
     int rank;             /**< per-image output rank: 1 or 3 */
     int64_t dims[3];      /**< per-image output dims */
     int64_t params;       /**< trainable scalars of this node */
@@ -384,12 +395,37 @@ typedef struct distill_node_info {
     int tanh_approx;          /**< gelu: nonzero for the tanh form */
 } distill_node_info;
 
-/** Describe node i (0 = the input node), in the order they were added. */
+#define DISTILL_NODE_INFO_INIT {DISTILL_NODE_INFO_VERSION, NULL, 0, 0, 0, {0, 0, 0}, 0, 0, \
+                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, 0.0f, 0}
+
+/**
+ * Describe node i (0 = the input node), in the order they were added, into
+ * *info, whose version the caller has set (DISTILL_NODE_INFO_INIT); the
+ * library fills the fields that version has.  The names are borrowed and
+ * live as long as the model.  Errors: DISTILL_EINVAL (NULL, i out of
+ * range), DISTILL_EVERSION (info->version).
+ */
 DISTILL_API int distill_model_node(const distill_model *m, size_t i, distill_node_info *info);
 
-/** Describe the node called `name`. */
+/** Describe the node called `name`, as distill_model_node(); DISTILL_ENOTFOUND. */
 DISTILL_API int distill_model_find_node(const distill_model *m, const char *name,
                                         distill_node_info *info);
+
+/**
+ * Input k (0 <= k < distill_node_info.n_inputs) of node `node`: its node
+ * index into *input and its name (borrowed, lives as long as the model)
+ * into *name; either out-pointer may be NULL.  A node has any number of
+ * inputs up to 64 (concat); this is how all of them are read.
+ *
+ *     for (int k = 0; k < info.n_inputs; k++) {
+ *         const char *in;
+ *         distill_model_node_input(m, i, k, NULL, &in);
+ *     }
+ *
+ * Errors: DISTILL_EINVAL (NULL model, node or k out of range).
+ */
+DISTILL_API int distill_model_node_input(const distill_model *m, size_t node, int k,
+                                         size_t *input, const char **name);
 
 /** The output node's name (borrowed). */
 DISTILL_API const char *distill_model_output_name(const distill_model *m);
@@ -534,7 +570,7 @@ DISTILL_API int distill_model_load_buffer(distill_model **out, const void *data,
 
 /* ------------------------------------------------------------------- zoo */
 
-#define DISTILL_ZOO_OPTIONS_VERSION 1
+#define DISTILL_ZOO_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_zoo_options, seed)
 
 typedef struct distill_zoo_options {
     unsigned int version;  /**< DISTILL_ZOO_OPTIONS_VERSION */

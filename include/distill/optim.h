@@ -65,7 +65,7 @@ typedef enum distill_optim_kind {
     DISTILL_OPTIM_ADAM = 2   /**< torch.optim.Adam: L2 decay added to the gradient */
 } distill_optim_kind;
 
-#define DISTILL_OPTIMIZER_OPTIONS_VERSION 1
+#define DISTILL_OPTIMIZER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_optimizer_options, check_finite)
 
 typedef struct distill_optimizer_options {
     unsigned int version;  /**< DISTILL_OPTIMIZER_OPTIONS_VERSION */
@@ -230,7 +230,7 @@ typedef enum distill_schedule_kind {
     DISTILL_SCHEDULE_ONECYCLE = 3   /**< torch OneCycleLR, cosine annealing, two phases */
 } distill_schedule_kind;
 
-#define DISTILL_SCHEDULE_OPTIONS_VERSION 1
+#define DISTILL_SCHEDULE_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_schedule_options, max_momentum)
 #define DISTILL_SCHEDULE_MAX_MILESTONES 8
 
 /**

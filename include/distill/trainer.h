@@ -53,7 +53,7 @@ typedef struct distill_teacher distill_teacher;
  */
 DISTILL_API int distill_teacher_from_model(distill_teacher **out, const distill_model *model);
 
-#define DISTILL_TEACHER_CALLBACK_VERSION 1
+#define DISTILL_TEACHER_CALLBACK_VERSION DISTILL_STRUCT_VERSION(distill_teacher_callback, destroy)
 
 /** A teacher computed by the host's own engine. */
 typedef struct distill_teacher_callback {
@@ -76,6 +76,8 @@ typedef struct distill_teacher_callback {
     void (*destroy)(void *payload); /**< called when the teacher is freed; may be NULL */
 } distill_teacher_callback;
 
+#define DISTILL_TEACHER_CALLBACK_INIT {DISTILL_TEACHER_CALLBACK_VERSION, 0, NULL, NULL, NULL, NULL}
+
 /** A teacher backed by host callbacks (the struct is copied). */
 DISTILL_API int distill_teacher_from_callback(distill_teacher **out,
                                               const distill_teacher_callback *cb);
@@ -88,7 +90,7 @@ DISTILL_API int distill_teacher_from_callback(distill_teacher **out,
 DISTILL_API int distill_teacher_ensemble(distill_teacher **out, int n,
                                          distill_teacher *const *teachers, const float *weights);
 
-#define DISTILL_CACHE_OPTIONS_VERSION 1
+#define DISTILL_CACHE_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_cache_options, center_crop)
 
 /** How a teacher cache is made: the augmentation and normalization of the
  *  training run that will use it (they must match that run's options). */
@@ -153,8 +155,16 @@ DISTILL_API int distill_teacher_forward(distill_teacher *t, const distill_tensor
 
 typedef struct distill_trainer distill_trainer;
 
-/** What the progress callback is told. */
+#define DISTILL_PROGRESS_VERSION DISTILL_STRUCT_VERSION(distill_progress, student_val_accuracy)
+
+/**
+ * What the progress callback is told.  The library fills it in and sets
+ * version to its own DISTILL_PROGRESS_VERSION: a callback built against a
+ * newer header checks DISTILL_HAS_FIELD(p, distill_progress, field) before
+ * it reads a field added after 0.1.0.
+ */
 typedef struct distill_progress {
+    unsigned int version;   /**< the library's DISTILL_PROGRESS_VERSION */
     int epoch;              /**< 1-based current epoch */
     int epochs;
     int64_t step;           /**< steps done since the start of training */
@@ -183,7 +193,7 @@ typedef struct distill_progress {
 /** Return nonzero to stop training (the fit returns DISTILL_ECANCELLED). */
 typedef int (*distill_progress_fn)(const distill_progress *p, void *payload);
 
-#define DISTILL_TRAINER_OPTIONS_VERSION 1
+#define DISTILL_TRAINER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_trainer_options, workers)
 
 typedef struct distill_trainer_options {
     unsigned int version;  /**< DISTILL_TRAINER_OPTIONS_VERSION */
@@ -273,7 +283,7 @@ DISTILL_API distill_model *distill_student_model(const distill_student *s);
  */
 DISTILL_API int distill_student_add_loss(distill_student *s, distill_loss *loss, float weight);
 
-#define DISTILL_MUTUAL_OPTIONS_VERSION 1
+#define DISTILL_MUTUAL_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_mutual_options, temperature)
 
 /**
  * Online distillation between the students of one trainer: deep mutual
@@ -389,7 +399,7 @@ DISTILL_API int distill_trainer_load_checkpoint(distill_trainer *tr, const char 
 
 /* ------------------------------------------------------------- evaluation */
 
-#define DISTILL_EVAL_OPTIONS_VERSION 1
+#define DISTILL_EVAL_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_eval_options, workers)
 
 typedef struct distill_eval_options {
     unsigned int version; /**< DISTILL_EVAL_OPTIONS_VERSION */
@@ -409,20 +419,36 @@ typedef struct distill_eval_options {
 
 DISTILL_API int distill_eval_options_init(distill_eval_options *opts, unsigned int version);
 
+#define DISTILL_EVAL_RESULT_VERSION DISTILL_STRUCT_VERSION(distill_eval_result, agreement)
+
+/** What an evaluation measured.  The caller sets version (DISTILL_EVAL_RESULT_INIT). */
 typedef struct distill_eval_result {
+    unsigned int version; /**< DISTILL_EVAL_RESULT_VERSION */
     int64_t count;     /**< samples evaluated */
     double loss;       /**< mean cross-entropy (labelled data) */
     double top1, top5; /**< accuracies in [0, 1] (labelled data) */
     double agreement;  /**< top-1 agreement with opts->agreement, or -1 */
 } distill_eval_result;
 
-/** Evaluate `model` in inference mode on `ds`. */
+#define DISTILL_EVAL_RESULT_INIT {DISTILL_EVAL_RESULT_VERSION, 0, 0.0, 0.0, 0.0, 0.0}
+
+/**
+ * Evaluate `model` in inference mode on `ds`, into *res, whose version the
+ * caller has set (DISTILL_EVAL_RESULT_INIT); the library fills the fields
+ * that version has.  opts NULL means DISTILL_EVAL_OPTIONS_INIT.
+ * Errors: DISTILL_EINVAL, DISTILL_EVERSION (opts or res), DISTILL_ESHAPE
+ * (the data does not fit the model), and those of the forward pass.
+ */
 DISTILL_API int distill_evaluate(distill_model *model, const distill_dataset *ds,
                                  const distill_eval_options *opts, distill_eval_result *res);
 
 /* ---------------------------------------------------- compression report */
 
+#define DISTILL_REPORT_SIDE_VERSION DISTILL_STRUCT_VERSION(distill_report_side, accuracy)
+
+/** One model's figures in a report.  The caller sets version (DISTILL_REPORT_SIDE_INIT). */
 typedef struct distill_report_side {
+    unsigned int version;   /**< DISTILL_REPORT_SIDE_VERSION */
     int64_t params;         /**< trainable scalars */
     int64_t file_bytes;     /**< bytes of the saved model */
     int64_t macs;           /**< multiply-adds per image */
@@ -432,21 +458,39 @@ typedef struct distill_report_side {
     double accuracy;        /**< top-1 on the dataset, or -1 without labels */
 } distill_report_side;
 
+#define DISTILL_REPORT_SIDE_INIT {DISTILL_REPORT_SIDE_VERSION, 0, 0, 0, 0.0, 0.0, 0.0, 0.0}
+
+#define DISTILL_REPORT_VERSION DISTILL_STRUCT_VERSION(distill_report, threads)
+
+/**
+ * What a comparison measured besides each model's figures.  The two sides
+ * are separate structs (not members) so that each can grow on its own.
+ * The caller sets version (DISTILL_REPORT_INIT).
+ */
 typedef struct distill_report {
-    distill_report_side teacher, student;
+    unsigned int version;   /**< DISTILL_REPORT_VERSION */
     int batch_n;            /**< the batch size of latency_bsN_us */
-    double agreement;       /**< teacher-student top-1 agreement on the dataset */
-    int threads;
+    double agreement;       /**< teacher-student top-1 agreement on the dataset, or -1 */
+    int threads;            /**< compute threads of the calling thread */
 } distill_report;
+
+#define DISTILL_REPORT_INIT {DISTILL_REPORT_VERSION, 0, 0.0, 0}
 
 /**
  * Measure teacher and student side by side on `ds` (normalized with
- * opts' mean/std; opts may be NULL) at batch 1 and batch_n (128 if 0).
+ * opts' mean/std; opts may be NULL; ds may be NULL: no accuracy, agreement
+ * -1) at batch 1 and batch_n (128 if 0): each model's figures into
+ * *teacher_side and *student_side, the comparison into *out.  The caller
+ * sets the version of all three (DISTILL_REPORT_INIT,
+ * DISTILL_REPORT_SIDE_INIT); the library fills the fields those versions
+ * have.  Errors: DISTILL_EINVAL (NULL model or out-pointer),
+ * DISTILL_EVERSION, and those of distill_evaluate().
  */
 DISTILL_API int distill_report_compare(distill_model *teacher, distill_model *student,
                                        const distill_dataset *ds,
                                        const distill_eval_options *opts, int batch_n,
-                                       distill_report *out);
+                                       distill_report *out, distill_report_side *teacher_side,
+                                       distill_report_side *student_side);
 
 #ifdef __cplusplus
 }

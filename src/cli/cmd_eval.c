@@ -68,6 +68,7 @@ static int eval_measure(eval_run *e, const cli_options *o)
             return cli_fail(CLI_ERUNTIME, "out of memory");
         eo.confusion = e->confusion;
     }
+    e->res.version = DISTILL_EVAL_RESULT_VERSION;
     int rc = distill_evaluate(e->model, e->ds, &eo, &e->res);
     return rc ? cli_fail_lib(rc, "evaluating %s", o->model) : CLI_OK;
 }

@@ -21,6 +21,7 @@ typedef struct report_run {
     distill_model *teacher, *student;
     distill_dataset *ds;
     distill_report rep;
+    distill_report_side tside, sside;
     report_data d;
     char **fallback_names; /* "class K" for classes the data does not name */
 } report_run;
@@ -140,8 +141,8 @@ static int report_collect(const cli_options *o, report_run *r, const distill_eva
 {
     report_data *d = &r->d;
     d->n_models = 2;
-    d->models[0] = (report_model){"teacher", o->teachers[0], r->rep.teacher, NAN, NULL};
-    d->models[1] = (report_model){"student", o->student, r->rep.student,
+    d->models[0] = (report_model){"teacher", o->teachers[0], r->tside, NAN, NULL};
+    d->models[1] = (report_model){"student", o->student, r->sside,
                                   r->rep.agreement >= 0 ? r->rep.agreement : NAN, NULL};
     d->samples = distill_dataset_size(r->ds);
     d->batch_n = r->rep.batch_n;
@@ -172,7 +173,8 @@ static int report_measure(const cli_options *o, report_run *r)
     memcpy(eo.center_crop, o->center_crop, sizeof eo.center_crop);
     eo.workers = o->workers;
     int batch = cli_given(o, OPT_BATCH) ? o->batch : DEFAULT_REPORT_BATCH;
-    int rc = distill_report_compare(r->teacher, r->student, r->ds, &eo, batch, &r->rep);
+    int rc = distill_report_compare(r->teacher, r->student, r->ds, &eo, batch, &r->rep,
+                                    &r->tside, &r->sside);
     if (rc)
         return cli_fail_lib(rc, "report");
     eo.batch_size = batch;
@@ -418,6 +420,10 @@ int cli_cmd_report(const cli_command *cmd, const cli_options *o)
 {
     report_run r;
     memset(&r, 0, sizeof r);
+    const distill_report rep_init = DISTILL_REPORT_INIT;
+    const distill_report_side side_init = DISTILL_REPORT_SIDE_INIT;
+    r.rep = rep_init;
+    r.tside = r.sside = side_init;
     int rc = report_args(cmd, o, &r);
     if (rc == CLI_OK) {
         cli_apply_threads(o);

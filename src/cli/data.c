@@ -351,7 +351,7 @@ int cli_model_write(const char *opt, const distill_model *m, const char *path)
 
 int cli_model_classes(const distill_model *m)
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(m, distill_model_output_name(m), &info) || info.rank != 1)
         return 0;
     return (int)info.dims[0];
@@ -359,7 +359,7 @@ int cli_model_classes(const distill_model *m)
 
 int cli_model_input_shape(const char *what, const distill_model *m, int64_t shape[3])
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     int rc = distill_model_node(m, 0, &info);
     if (rc)
         return cli_fail_lib(rc, "%s", what);

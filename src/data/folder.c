@@ -27,13 +27,9 @@
 
 int distill_folder_options_init(distill_folder_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_folder_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options",
-                  "distill_folder_options_init");
-    const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
-    *opts = init;
-    return DISTILL_OK;
+    static const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_FOLDER_OPTIONS_VERSION, init, "distill_folder_options",
+                "distill_folder_options_init");
 }
 
 /* ============================================================ conversion */
@@ -646,7 +642,7 @@ done:
 static int get_options(distill_folder_options *o, const distill_folder_options *opts,
                        const char *fn)
 {
-    const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
+    static const distill_folder_options init = DISTILL_FOLDER_OPTIONS_INIT;
     *o = init;
     if (opts) {
         COPY_OPTIONS(o, opts, DISTILL_FOLDER_OPTIONS_VERSION, "distill_folder_options", "%s",

@@ -125,13 +125,9 @@ struct distill_loader {
 
 int distill_loader_options_init(distill_loader_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_loader_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_LOADER_OPTIONS_VERSION, "distill_loader_options",
-                  "distill_loader_options_init");
-    const distill_loader_options init = DISTILL_LOADER_OPTIONS_INIT;
-    *opts = init;
-    return DISTILL_OK;
+    static const distill_loader_options init = DISTILL_LOADER_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_LOADER_OPTIONS_VERSION, init, "distill_loader_options",
+                "distill_loader_options_init");
 }
 
 /* ========================================================= determinism */

@@ -118,16 +118,18 @@ static int check_nodes(const char *fn, const char *student_node, const char *tea
     return DISTILL_OK;
 }
 
-int distill_loss_create_custom(distill_loss **out, const distill_loss_vtable *vt, void *payload,
-                               const char *student_node, const char *teacher_node)
+int distill_loss_create_custom(distill_loss **out, const distill_loss_vtable *host_vt,
+                               void *payload, const char *student_node, const char *teacher_node)
 {
     int rc = check_out(out, "distill_loss_create_custom");
     if (rc)
         return rc;
-    if (!vt)
+    if (!host_vt)
         return seterr(DISTILL_EINVAL, "distill_loss_create_custom: vtable is NULL");
-    CHECK_VERSION(vt->version, DISTILL_LOSS_VTABLE_VERSION, "distill_loss_vtable",
-                  "distill_loss_create_custom");
+    /* the host's vtable up to its version; what an older one lacks is NULL */
+    distill_loss_vtable full = DISTILL_LOSS_VTABLE_INIT, *vt = &full;
+    COPY_OPTIONS(&full, host_vt, DISTILL_LOSS_VTABLE_VERSION, "distill_loss_vtable",
+                 "distill_loss_create_custom");
     const char *name = vt->name && *vt->name ? vt->name : "custom";
     if (!vt->forward)
         return seterr(DISTILL_EINVAL, "custom loss '%s': forward is NULL", name);
@@ -510,12 +512,23 @@ static float *scratch(float **buf, size_t *cap, size_t count)
 
 /* ============================================================== forward */
 
-int distill_loss_forward(distill_loss *l, const distill_loss_batch *batch, double *value,
-                         distill_loss_grads *g)
+int distill_loss_forward(distill_loss *l, const distill_loss_batch *host_batch, double *value,
+                         distill_loss_grads *host_g)
 {
-    if (!l || !batch || !value)
+    if (!l || !host_batch || !value)
         return seterr(DISTILL_EINVAL, "distill_loss_forward: %s is NULL",
-                      !l ? "loss" : !batch ? "batch" : "value");
+                      !l ? "loss" : !host_batch ? "batch" : "value");
+    /* the caller's structs up to their versions: the loss (a host's vtable
+     * too) is given the library's own, complete ones */
+    distill_loss_batch bfull = DISTILL_LOSS_BATCH_INIT, *batch = &bfull;
+    COPY_OPTIONS(&bfull, host_batch, DISTILL_LOSS_BATCH_VERSION, "distill_loss_batch",
+                 "distill_loss_forward");
+    distill_loss_grads gfull = DISTILL_LOSS_GRADS_INIT, *g = NULL;
+    if (host_g) {
+        COPY_OPTIONS(&gfull, host_g, DISTILL_LOSS_GRADS_VERSION, "distill_loss_grads",
+                     "distill_loss_forward");
+        g = &gfull;
+    }
     int rc = validate(l, batch);
     if (rc)
         return rc;
@@ -548,7 +561,7 @@ int distill_loss_forward(distill_loss *l, const distill_loss_batch *batch, doubl
         !(gl = scratch(&l->scratch_logits, &l->scratch_logits_cap, nl)))
         return seterr(DISTILL_ENOMEM, "loss '%s': out of memory for gradients", l->name);
     struct distill_tensor gft;
-    distill_loss_grads sg = {gl, NULL};
+    distill_loss_grads sg = {DISTILL_LOSS_GRADS_VERSION, gl, NULL};
     if (want_feat) {
         float *gfd = scratch(&l->scratch_feat, &l->scratch_feat_cap, sf->numel);
         if (!gfd)

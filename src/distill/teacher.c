@@ -65,12 +65,14 @@ int distill_teacher_from_model(distill_teacher **out, const distill_model *model
     return DISTILL_OK;
 }
 
-int distill_teacher_from_callback(distill_teacher **out, const distill_teacher_callback *cb)
+int distill_teacher_from_callback(distill_teacher **out, const distill_teacher_callback *host_cb)
 {
-    if (!cb)
+    if (!host_cb)
         return seterr(DISTILL_EINVAL, "distill_teacher_from_callback: cb is NULL");
-    CHECK_VERSION(cb->version, DISTILL_TEACHER_CALLBACK_VERSION, "distill_teacher_callback",
-                  "distill_teacher_from_callback");
+    /* the host's struct up to its version; what an older one lacks is NULL */
+    distill_teacher_callback full = DISTILL_TEACHER_CALLBACK_INIT, *cb = &full;
+    COPY_OPTIONS(&full, host_cb, DISTILL_TEACHER_CALLBACK_VERSION, "distill_teacher_callback",
+                 "distill_teacher_from_callback");
     if (!cb->forward || cb->classes < 2)
         return seterr(DISTILL_EINVAL, "teacher callback: forward must be set and classes >= 2");
     int rc = teacher_new(out, T_CALLBACK);
@@ -158,7 +160,7 @@ int teacher_add_tap(distill_teacher *t, const char *name, int *rank, int64_t dim
     int rc, r = 0;
     int64_t d[3] = {0, 0, 0};
     if (t->kind == T_MODEL) {
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         if ((rc = distill_model_find_node(t->model, name, &info)))
             return seterr(DISTILL_ENOTFOUND, "teacher has no node named '%s' to tap", name);
         if ((rc = distill_model_keep_node(t->model, name)))
@@ -317,13 +319,9 @@ static int fingerprint(const distill_dataset *ds, uint32_t *out)
 
 int distill_cache_options_init(distill_cache_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_cache_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_CACHE_OPTIONS_VERSION, "distill_cache_options",
-                  "distill_cache_options_init");
-    distill_cache_options o = DISTILL_CACHE_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_cache_options init = DISTILL_CACHE_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_CACHE_OPTIONS_VERSION, init, "distill_cache_options",
+                "distill_cache_options_init");
 }
 
 int distill_teacher_cache_build(distill_teacher *t, const distill_dataset *ds,

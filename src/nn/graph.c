@@ -311,13 +311,9 @@ static int need_rank3(const distill_model *m, const char *what, const char *name
 
 int distill_conv2d_options_init(distill_conv2d_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_conv2d_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_CONV2D_OPTIONS_VERSION, "distill_conv2d_options",
-                  "distill_conv2d_options_init");
-    distill_conv2d_options o = DISTILL_CONV2D_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_conv2d_options init = DISTILL_CONV2D_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_CONV2D_OPTIONS_VERSION, init, "distill_conv2d_options",
+                "distill_conv2d_options_init");
 }
 
 int distill_model_add_conv2d(distill_model *m, const char *name, const char *input,
@@ -502,13 +498,9 @@ int distill_model_add_gelu(distill_model *m, const char *name, const char *input
 
 int distill_pool2d_options_init(distill_pool2d_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_pool2d_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_POOL2D_OPTIONS_VERSION, "distill_pool2d_options",
-                  "distill_pool2d_options_init");
-    distill_pool2d_options o = DISTILL_POOL2D_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_pool2d_options init = DISTILL_POOL2D_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_POOL2D_OPTIONS_VERSION, init, "distill_pool2d_options",
+                "distill_pool2d_options_init");
 }
 
 static int add_pool(distill_model *m, const char *name, const char *input, int op,
@@ -807,9 +799,10 @@ size_t distill_model_param_count(const distill_model *m)
     return m ? (size_t)m->n_params : 0;
 }
 
-static void fill_param_info(distill_model *m, const param *p, distill_param_info *info)
+/* Fill the caller's *out (version checked) up to its version. */
+static void fill_param_info(distill_model *m, const param *p, distill_param_info *out)
 {
-    memset(info, 0, sizeof *info);
+    distill_param_info full = DISTILL_PARAM_INFO_INIT, *info = &full;
     info->name = p->name;
     info->node = m->nodes[p->node].name;
     info->kind = p->kind;
@@ -820,6 +813,7 @@ static void fill_param_info(distill_model *m, const param *p, distill_param_info
     info->numel = (int64_t)p->numel;
     info->data = param_data(m, p);
     info->grad = param_grad(m, p);
+    struct_copy_out(out, &full, sizeof full);
 }
 
 int distill_model_param(distill_model *m, size_t i, distill_param_info *info)
@@ -827,6 +821,8 @@ int distill_model_param(distill_model *m, size_t i, distill_param_info *info)
     CHECK_MODEL(m, "distill_model_param");
     if (!info)
         return seterr(DISTILL_EINVAL, "distill_model_param: info is NULL");
+    CHECK_VERSION(info->version, DISTILL_PARAM_INFO_VERSION, "distill_param_info",
+                  "distill_model_param");
     if (i >= (size_t)m->n_params)
         return seterr(DISTILL_EINVAL, "parameter index %zu is out of range (the model has %d)", i,
                       m->n_params);
@@ -839,6 +835,8 @@ int distill_model_find_param(distill_model *m, const char *name, distill_param_i
     CHECK_MODEL(m, "distill_model_find_param");
     if (!name || !info)
         return seterr(DISTILL_EINVAL, "distill_model_find_param: NULL argument");
+    CHECK_VERSION(info->version, DISTILL_PARAM_INFO_VERSION, "distill_param_info",
+                  "distill_model_find_param");
     for (int i = 0; i < m->n_params; i++)
         if (strcmp(m->params[i].name, name) == 0) {
             fill_param_info(m, &m->params[i], info);
@@ -888,15 +886,14 @@ size_t distill_model_node_count(const distill_model *m)
     return m ? (size_t)m->n_nodes : 0;
 }
 
-static void fill_node_info(const distill_model *m, int i, distill_node_info *info)
+/* Fill the caller's *out (version checked) up to its version. */
+static void fill_node_info(const distill_model *m, int i, distill_node_info *out)
 {
     const node *n = &m->nodes[i];
-    memset(info, 0, sizeof *info);
+    distill_node_info full = DISTILL_NODE_INFO_INIT, *info = &full;
     info->name = n->name;
     info->op = n->op;
     info->n_inputs = n->n_inputs;
-    for (int k = 0; k < n->n_inputs && k < 8; k++)
-        info->inputs[k] = m->nodes[n->inputs[k]].name;
     info->rank = n->rank;
     for (int d = 0; d < n->rank; d++)
         info->dims[d] = n->dims[d];
@@ -922,6 +919,7 @@ static void fill_node_info(const distill_model *m, int i, distill_node_info *inf
     info->momentum = n->momentum;
     info->alpha = n->alpha;
     info->tanh_approx = n->tanh_approx;
+    struct_copy_out(out, &full, sizeof full);
 }
 
 int distill_model_node(const distill_model *m, size_t i, distill_node_info *info)
@@ -929,6 +927,8 @@ int distill_model_node(const distill_model *m, size_t i, distill_node_info *info
     CHECK_MODEL(m, "distill_model_node");
     if (!info)
         return seterr(DISTILL_EINVAL, "distill_model_node: info is NULL");
+    CHECK_VERSION(info->version, DISTILL_NODE_INFO_VERSION, "distill_node_info",
+                  "distill_model_node");
     if (i >= (size_t)m->n_nodes)
         return seterr(DISTILL_EINVAL, "node index %zu is out of range (the model has %d)", i,
                       m->n_nodes);
@@ -941,10 +941,30 @@ int distill_model_find_node(const distill_model *m, const char *name, distill_no
     CHECK_MODEL(m, "distill_model_find_node");
     if (!name || !info)
         return seterr(DISTILL_EINVAL, "distill_model_find_node: NULL argument");
+    CHECK_VERSION(info->version, DISTILL_NODE_INFO_VERSION, "distill_node_info",
+                  "distill_model_find_node");
     int i = model_find(m, name);
     if (i < 0)
         return seterr(DISTILL_ENOTFOUND, "no node named '%s'", name);
     fill_node_info(m, i, info);
+    return DISTILL_OK;
+}
+
+int distill_model_node_input(const distill_model *m, size_t node_index, int k, size_t *input,
+                             const char **name)
+{
+    CHECK_MODEL(m, "distill_model_node_input");
+    if (node_index >= (size_t)m->n_nodes)
+        return seterr(DISTILL_EINVAL, "node index %zu is out of range (the model has %d)",
+                      node_index, m->n_nodes);
+    const node *n = &m->nodes[node_index];
+    if (k < 0 || k >= n->n_inputs)
+        return seterr(DISTILL_EINVAL, "node '%s' has %d input%s: input %d is out of range",
+                      n->name, n->n_inputs, n->n_inputs == 1 ? "" : "s", k);
+    if (input)
+        *input = (size_t)n->inputs[k];
+    if (name)
+        *name = m->nodes[n->inputs[k]].name;
     return DISTILL_OK;
 }
 
@@ -986,7 +1006,7 @@ int distill_model_print_summary(const distill_model *m, FILE *f)
     fprintf(f, "%-*s  %-14s  %-14s  %10s  %12s\n", w, "node", "op", "output", "params", "mult-adds");
     for (int i = 0; i < m->n_nodes; i++) {
         const node *n = &m->nodes[i];
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         fill_node_info(m, i, &info);
         char shape[64];
         fmt_shape(shape, sizeof shape, n);

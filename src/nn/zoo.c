@@ -55,13 +55,9 @@ const char *const *distill_zoo_names(void)
 
 int distill_zoo_options_init(distill_zoo_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_zoo_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_ZOO_OPTIONS_VERSION, "distill_zoo_options",
-                  "distill_zoo_options_init");
-    distill_zoo_options o = DISTILL_ZOO_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_zoo_options init = DISTILL_ZOO_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_ZOO_OPTIONS_VERSION, init, "distill_zoo_options",
+                "distill_zoo_options_init");
 }
 
 /* ------------------------------------------------------------- builder */

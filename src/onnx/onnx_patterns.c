@@ -257,7 +257,7 @@ int const_arith(ctx *c, const Onnx__NodeProto *nd, const char *name, const val *
     node *pn = &c->m->nodes[x->node];
     if ((pn->op == DISTILL_OP_CONV2D || pn->op == DISTILL_OP_LINEAR) && pn->bias &&
         x->node == c->m->n_nodes - 1 && uses_of(c->g, x->name, NULL) == 1 && !pn->keep) {
-        distill_param_info w, bi;
+        distill_param_info w = DISTILL_PARAM_INFO_INIT, bi = DISTILL_PARAM_INFO_INIT;
         char n1[300], n2[300];
         snprintf(n1, sizeof n1, "%s.weight", pn->name);
         snprintf(n2, sizeof n2, "%s.bias", pn->name);

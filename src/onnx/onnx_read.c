@@ -343,7 +343,7 @@ int set_param(ctx *c, const char *node, const char *suffix, const float *src,
 {
     char pn[300];
     snprintf(pn, sizeof pn, "%s.%s", node, suffix);
-    distill_param_info pi;
+    distill_param_info pi = DISTILL_PARAM_INFO_INIT;
     int rc = distill_model_find_param(c->m, pn, &pi);
     if (rc)
         return rc;

@@ -62,13 +62,9 @@ struct distill_optimizer {
 
 int distill_optimizer_options_init(distill_optimizer_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_optimizer_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_OPTIMIZER_OPTIONS_VERSION, "distill_optimizer_options",
-                  "distill_optimizer_options_init");
-    distill_optimizer_options o = DISTILL_OPTIMIZER_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_optimizer_options init = DISTILL_OPTIMIZER_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_OPTIMIZER_OPTIONS_VERSION, init, "distill_optimizer_options",
+                "distill_optimizer_options_init");
 }
 
 static int in_range(double x, double lo, double hi_excl)
@@ -240,7 +236,7 @@ int distill_optimizer_create(distill_optimizer **out, distill_model *model,
     opt->n_model_params = distill_model_param_count(model);
 
     size_t n_trainable = 0;
-    distill_param_info info;
+    distill_param_info info = DISTILL_PARAM_INFO_INIT;
     for (size_t i = 0; i < opt->n_model_params; i++)
         if ((rc = distill_model_param(model, i, &info)) != DISTILL_OK)
             goto fail;

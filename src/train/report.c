@@ -57,10 +57,10 @@ out:
     return rc;
 }
 
+/* Measure one model into *s, the library's complete struct. */
 static int side(distill_model *m, const distill_dataset *ds, const distill_eval_options *eo,
                 int batch_n, distill_report_side *s)
 {
-    memset(s, 0, sizeof *s);
     s->params = distill_model_num_params(m);
     s->macs = distill_model_macs(m);
     void *buf;
@@ -83,7 +83,7 @@ static int side(distill_model *m, const distill_dataset *ds, const distill_eval_
     s->images_per_sec = (double)batch_n / (s->latency_bsN_us * 1e-6);
     s->accuracy = -1;
     if (ds && distill_dataset_has_labels(ds)) {
-        distill_eval_result r;
+        distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
         if ((rc = distill_evaluate(m, ds, eo, &r)))
             return rc;
         s->accuracy = r.top1;
@@ -93,10 +93,16 @@ static int side(distill_model *m, const distill_dataset *ds, const distill_eval_
 
 int distill_report_compare(distill_model *teacher, distill_model *student,
                            const distill_dataset *ds, const distill_eval_options *opts,
-                           int batch_n, distill_report *out)
+                           int batch_n, distill_report *out, distill_report_side *teacher_side,
+                           distill_report_side *student_side)
 {
-    if (!teacher || !student || !out)
+    if (!teacher || !student || !out || !teacher_side || !student_side)
         return seterr(DISTILL_EINVAL, "distill_report_compare: NULL argument");
+    CHECK_VERSION(out->version, DISTILL_REPORT_VERSION, "distill_report", "distill_report_compare");
+    CHECK_VERSION(teacher_side->version, DISTILL_REPORT_SIDE_VERSION, "distill_report_side",
+                  "distill_report_compare (teacher)");
+    CHECK_VERSION(student_side->version, DISTILL_REPORT_SIDE_VERSION, "distill_report_side",
+                  "distill_report_compare (student)");
     if (batch_n <= 0)
         batch_n = 128;
     distill_eval_options eo = DISTILL_EVAL_OPTIONS_INIT;
@@ -106,25 +112,30 @@ int distill_report_compare(distill_model *teacher, distill_model *student,
     }
     eo.agreement = NULL;
     eo.confusion = NULL;
-    memset(out, 0, sizeof *out);
-    out->batch_n = batch_n;
-    out->threads = distill_get_num_threads();
+    /* measured into the library's own structs, copied out at the end up to
+     * the caller's versions */
+    distill_report rep = DISTILL_REPORT_INIT;
+    distill_report_side ts = DISTILL_REPORT_SIDE_INIT, ss = DISTILL_REPORT_SIDE_INIT;
+    rep.batch_n = batch_n;
+    rep.threads = distill_get_num_threads();
     int rc;
-    if ((rc = side(teacher, ds, &eo, batch_n, &out->teacher)) ||
-        (rc = side(student, ds, &eo, batch_n, &out->student)))
+    if ((rc = side(teacher, ds, &eo, batch_n, &ts)) || (rc = side(student, ds, &eo, batch_n, &ss)))
         return rc;
-    out->agreement = -1;
+    rep.agreement = -1;
     if (ds) {
         distill_teacher *t;
         if ((rc = distill_teacher_from_model(&t, teacher)))
             return rc;
         eo.agreement = t;
-        distill_eval_result r;
+        distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
         rc = distill_evaluate(student, ds, &eo, &r);
         distill_teacher_free(t);
         if (rc)
             return rc;
-        out->agreement = r.agreement;
+        rep.agreement = r.agreement;
     }
+    struct_copy_out(out, &rep, sizeof rep);
+    struct_copy_out(teacher_side, &ts, sizeof ts);
+    struct_copy_out(student_side, &ss, sizeof ss);
     return DISTILL_OK;
 }

@@ -12,13 +12,9 @@
 
 int distill_schedule_options_init(distill_schedule_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_schedule_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_SCHEDULE_OPTIONS_VERSION, "distill_schedule_options",
-                  "distill_schedule_options_init");
-    distill_schedule_options o = DISTILL_SCHEDULE_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_schedule_options init = DISTILL_SCHEDULE_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_SCHEDULE_OPTIONS_VERSION, init, "distill_schedule_options",
+                "distill_schedule_options_init");
 }
 
 static int finite_ge(double x, double lo)
@@ -31,12 +27,20 @@ static int unit(double x) /* in [0, 1) */
     return x >= 0.0 && x < 1.0;
 }
 
-int distill_schedule_validate(const distill_schedule_options *s)
+/* The caller's options up to their version, over the defaults, into *s:
+ * every function here reads that copy, never the caller's struct. */
+static int take(const distill_schedule_options *host, distill_schedule_options *s, const char *fn)
 {
-    if (!s)
+    if (!host)
         return seterr(DISTILL_EINVAL, "schedule: options are NULL");
-    CHECK_VERSION(s->version, DISTILL_SCHEDULE_OPTIONS_VERSION, "distill_schedule_options",
-                  "distill_schedule_validate");
+    static const distill_schedule_options init = DISTILL_SCHEDULE_OPTIONS_INIT;
+    *s = init;
+    COPY_OPTIONS(s, host, DISTILL_SCHEDULE_OPTIONS_VERSION, "distill_schedule_options", "%s", fn);
+    return DISTILL_OK;
+}
+
+static int validate(const distill_schedule_options *s)
+{
     if (!finite_ge(s->base_lr, 0.0))
         return seterr(DISTILL_EINVAL, "schedule: base_lr = %g must be finite and >= 0",
                       s->base_lr);
@@ -115,9 +119,19 @@ static double one_cycle(const distill_schedule_options *s, int64_t step, double 
     return anneal_cos(v1, v2, (t - end1) / (end2 - end1));
 }
 
-static int check_call(const distill_schedule_options *s, int64_t step, const void *out)
+int distill_schedule_validate(const distill_schedule_options *host)
 {
-    int rc = distill_schedule_validate(s);
+    distill_schedule_options s;
+    int rc = take(host, &s, "distill_schedule_validate");
+    return rc ? rc : validate(&s);
+}
+
+static int check_call(const distill_schedule_options *host, int64_t step, const void *out,
+                      distill_schedule_options *s, const char *fn)
+{
+    int rc = take(host, s, fn);
+    if (!rc)
+        rc = validate(s);
     if (rc)
         return rc;
     if (!out)
@@ -127,9 +141,10 @@ static int check_call(const distill_schedule_options *s, int64_t step, const voi
     return DISTILL_OK;
 }
 
-int distill_schedule_lr(const distill_schedule_options *s, int64_t step, double *lr)
+int distill_schedule_lr(const distill_schedule_options *host, int64_t step, double *lr)
 {
-    int rc = check_call(s, step, lr);
+    distill_schedule_options sc, *s = &sc;
+    int rc = check_call(host, step, lr, s, "distill_schedule_lr");
     if (rc)
         return rc;
     double base = s->base_lr, v = base;
@@ -164,9 +179,11 @@ int distill_schedule_lr(const distill_schedule_options *s, int64_t step, double 
     return DISTILL_OK;
 }
 
-int distill_schedule_momentum(const distill_schedule_options *s, int64_t step, double *momentum)
+int distill_schedule_momentum(const distill_schedule_options *host, int64_t step,
+                              double *momentum)
 {
-    int rc = check_call(s, step, momentum);
+    distill_schedule_options sc, *s = &sc;
+    int rc = check_call(host, step, momentum, s, "distill_schedule_momentum");
     if (rc)
         return rc;
     if (s->kind == DISTILL_SCHEDULE_ONECYCLE && s->cycle_momentum)

@@ -19,7 +19,7 @@ int distill_student_create(distill_student **out, distill_model *model)
     *out = NULL;
     if (!model)
         return seterr(DISTILL_EINVAL, "distill_student_create: model is NULL");
-    distill_node_info outn;
+    distill_node_info outn = DISTILL_NODE_INFO_INIT;
     int rc = distill_model_find_node(model, distill_model_output_name(model), &outn);
     if (rc)
         return rc;
@@ -82,7 +82,7 @@ static int add_student_tap(distill_student *s, const char *name, int *index)
             *index = k;
             return DISTILL_OK;
         }
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(s->model, name, &info))
         return seterr(DISTILL_ENOTFOUND, "student has no node named '%s' to tap", name);
     stap *t = &s->staps[s->n_staps];
@@ -343,13 +343,9 @@ fail:
 
 int distill_mutual_options_init(distill_mutual_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_mutual_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_MUTUAL_OPTIONS_VERSION, "distill_mutual_options",
-                  "distill_mutual_options_init");
-    distill_mutual_options o = DISTILL_MUTUAL_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_mutual_options init = DISTILL_MUTUAL_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_MUTUAL_OPTIONS_VERSION, init, "distill_mutual_options",
+                "distill_mutual_options_init");
 }
 
 /* p = softmax(x / T) of one row (C), in double; returns log-sum-exp's

@@ -14,13 +14,9 @@
 
 int distill_trainer_options_init(distill_trainer_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_trainer_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_TRAINER_OPTIONS_VERSION, "distill_trainer_options",
-                  "distill_trainer_options_init");
-    distill_trainer_options o = DISTILL_TRAINER_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_trainer_options init = DISTILL_TRAINER_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_TRAINER_OPTIONS_VERSION, init, "distill_trainer_options",
+                "distill_trainer_options_init");
 }
 
 int trainer_check_norm(int count, const float *mean, const float *std, const char *what)
@@ -48,7 +44,7 @@ static int check_options(const distill_trainer_options *o)
 
 static int model_classes(const distill_model *m, int *classes)
 {
-    distill_node_info outn;
+    distill_node_info outn = DISTILL_NODE_INFO_INIT;
     int rc = distill_model_find_node(m, distill_model_output_name(m), &outn);
     if (rc)
         return rc;
@@ -65,8 +61,7 @@ static int check_students(int n, distill_student *const *students, const distill
                       MAX_STUDENTS);
     if (!students)
         return seterr(DISTILL_EINVAL, "distill_trainer_create_students: students is NULL");
-    distill_node_info in0;
-    memset(&in0, 0, sizeof in0);
+    distill_node_info in0 = DISTILL_NODE_INFO_INIT;
     int rc;
     for (int k = 0; k < n; k++) {
         const distill_student *s = students[k];
@@ -79,7 +74,7 @@ static int check_students(int n, distill_student *const *students, const distill
                 return seterr(DISTILL_EINVAL, "trainer: students %d and %d are the same %s", j + 1,
                               k + 1, students[j] == s ? "student" : "model");
         int c;
-        distill_node_info in;
+        distill_node_info in = DISTILL_NODE_INFO_INIT;
         if ((rc = model_classes(s->model, &c)) || (rc = distill_model_node(s->model, 0, &in)))
             return rc;
         if (k == 0) {
@@ -223,7 +218,7 @@ int distill_trainer_set_optimizer(distill_trainer *tr, const distill_optimizer_o
         distill_optimizer_free(tr->students[k]->opt);
         tr->students[k]->opt = o[k];
     }
-    tr->o.lr = opts->lr;
+    tr->o.lr = distill_optimizer_lr(o[0]);
     return DISTILL_OK;
 }
 

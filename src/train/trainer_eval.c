@@ -1,7 +1,7 @@
 /*
- * trainer_eval.c - distill_evaluate and its options: loss, top-1 and
- * top-5 accuracy, the confusion matrix and the agreement with a teacher
- * over a dataset, in inference mode.
+ * trainer_eval.c - distill_evaluate, distill_evaluate_teacher and their
+ * options: loss, top-1 and top-5 accuracy, the confusion matrix and the
+ * agreement with a teacher over a dataset, in inference mode.
  */
 #include <math.h>
 #include <string.h>
@@ -10,13 +10,9 @@
 
 int distill_eval_options_init(distill_eval_options *opts, unsigned int version)
 {
-    if (!opts)
-        return seterr(DISTILL_EINVAL, "distill_eval_options_init: opts is NULL");
-    CHECK_VERSION(version, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options",
-                  "distill_eval_options_init");
-    distill_eval_options o = DISTILL_EVAL_OPTIONS_INIT;
-    *opts = o;
-    return DISTILL_OK;
+    static const distill_eval_options init = DISTILL_EVAL_OPTIONS_INIT;
+    INIT_STRUCT(opts, version, DISTILL_EVAL_OPTIONS_VERSION, init, "distill_eval_options",
+                "distill_eval_options_init");
 }
 
 static int top_k_hit(const float *row, int classes, int label, int k)
@@ -37,28 +33,39 @@ static int argmax(const float *row, int classes)
     return b;
 }
 
-int distill_evaluate(distill_model *model, const distill_dataset *ds,
-                     const distill_eval_options *opts, distill_eval_result *res)
+/* Evaluate the logits of `model` (inference forward) or, when model is
+ * NULL, of `teacher` (distill_teacher_forward); fn names the public call. */
+static int evaluate(distill_model *model, distill_teacher *teacher, const distill_dataset *ds,
+                    const distill_eval_options *opts, distill_eval_result *res, const char *fn)
 {
-    if (!model || !ds || !res)
-        return seterr(DISTILL_EINVAL, "distill_evaluate: NULL argument");
+    if ((!model && !teacher) || !ds || !res)
+        return seterr(DISTILL_EINVAL, "%s: NULL argument", fn);
+    CHECK_VERSION(res->version, DISTILL_EVAL_RESULT_VERSION, "distill_eval_result", "%s", fn);
     distill_eval_options o = DISTILL_EVAL_OPTIONS_INIT;
     if (opts) {
-        COPY_OPTIONS(&o, opts, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options",
-                     "distill_evaluate");
+        COPY_OPTIONS(&o, opts, DISTILL_EVAL_OPTIONS_VERSION, "distill_eval_options", "%s", fn);
     }
     if (o.batch_size < 1)
         return seterr(DISTILL_EINVAL, "evaluate: batch_size must be >= 1");
     int rc = trainer_check_norm(o.norm_count, o.mean, o.std, "evaluate");
     if (rc)
         return rc;
-    distill_node_info outn;
-    if ((rc = distill_model_find_node(model, distill_model_output_name(model), &outn)))
-        return rc;
-    if (outn.rank != 1)
-        return seterr(DISTILL_ESHAPE, "evaluate: the output node '%s' is not a vector of logits",
-                      outn.name);
-    int classes = (int)outn.dims[0];
+    int classes;
+    if (model) {
+        distill_node_info outn = DISTILL_NODE_INFO_INIT;
+        if ((rc = distill_model_find_node(model, distill_model_output_name(model), &outn)))
+            return rc;
+        if (outn.rank != 1)
+            return seterr(DISTILL_ESHAPE,
+                          "evaluate: the output node '%s' is not a vector of logits", outn.name);
+        classes = (int)outn.dims[0];
+    } else {
+        if (teacher_is_cache(teacher))
+            return seterr(DISTILL_EUNSUPPORTED,
+                          "%s: a cached teacher has logits only for the augmented views of a "
+                          "training run, not for evaluation", fn);
+        classes = distill_teacher_classes(teacher);
+    }
     if (o.agreement && distill_teacher_classes(o.agreement) != classes)
         return seterr(DISTILL_ESHAPE, "evaluate: the teacher has %d classes, the model %d",
                       distill_teacher_classes(o.agreement), classes);
@@ -82,8 +89,9 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
     /* every forward draws from the model's dropout generator, inference
      * too: put it back, so that evaluating (e.g. on the validation set
      * between epochs) does not change how training goes on */
-    uint64_t saved_rng[4];
-    model_rng_get(model, saved_rng);
+    uint64_t saved_rng[4] = {0, 0, 0, 0};
+    if (model)
+        model_rng_get(model, saved_rng);
     int64_t bd[4] = {o.batch_size, dims[0], dims[1], dims[2]}, ld2[2] = {o.batch_size, classes};
     distill_tensor *x = NULL, *y = NULL, *ty = NULL;
     int32_t *labels = xmalloc((size_t)o.batch_size * sizeof *labels);
@@ -104,7 +112,8 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
         if (count == 0)
             break;
         if ((rc = trainer_reshape_n(y, count)) || (ty && (rc = trainer_reshape_n(ty, count))) ||
-            (rc = distill_model_forward(model, x, DISTILL_MODE_INFERENCE, y)) ||
+            (model ? (rc = distill_model_forward(model, x, DISTILL_MODE_INFERENCE, y))
+                   : (rc = distill_teacher_forward(teacher, x, y))) ||
             (ty && (rc = distill_teacher_forward(o.agreement, x, ty))))
             goto out;
         for (int i = 0; i < count; i++) {
@@ -128,18 +137,28 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
         }
         n += count;
     }
-    memset(res, 0, sizeof *res);
-    res->count = n;
-    res->loss = labelled && n ? loss / (double)n : -1;
-    res->top1 = labelled && n ? (double)hit1 / (double)n : -1;
-    res->top5 = labelled && n ? (double)hit5 / (double)n : -1;
-    res->agreement = ty && n ? (double)agree / (double)n : -1;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
+    r.count = n;
+    r.loss = labelled && n ? loss / (double)n : -1;
+    r.top1 = labelled && n ? (double)hit1 / (double)n : -1;
+    r.top5 = labelled && n ? (double)hit5 / (double)n : -1;
+    r.agreement = ty && n ? (double)agree / (double)n : -1;
+    struct_copy_out(res, &r, sizeof r);
 out:
-    model_rng_set(model, saved_rng);
+    if (model)
+        model_rng_set(model, saved_rng);
     distill_tensor_free(x);
     distill_tensor_free(y);
     distill_tensor_free(ty);
     xfree(labels);
     distill_loader_free(ld);
     return rc;
+}
+
+int distill_evaluate(distill_model *model, const distill_dataset *ds,
+                     const distill_eval_options *opts, distill_eval_result *res)
+{
+    if (!model)
+        return seterr(DISTILL_EINVAL, "distill_evaluate: model is NULL");
+    return evaluate(model, NULL, ds, opts, res, "distill_evaluate");
 }

@@ -57,6 +57,7 @@ static int report(distill_trainer *tr, int epoch, double loss, double lr, double
     report_terms(tr);
     distill_progress p;
     memset(&p, 0, sizeof p);
+    p.version = DISTILL_PROGRESS_VERSION;
     p.epoch = epoch;
     p.epochs = tr->o.epochs;
     p.step = tr->step;
@@ -129,7 +130,7 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
         return rc;
     int64_t dims[3];
     distill_loader_sample_dims(ld, dims);
-    distill_node_info in;
+    distill_node_info in = DISTILL_NODE_INFO_INIT;
     if ((rc = distill_model_node(tr->student, 0, &in))) {
         distill_loader_free(ld);
         return rc;
@@ -223,7 +224,7 @@ int distill_trainer_fit(distill_trainer *tr, const distill_dataset *train,
             memcpy(eo.center_crop, tr->o.center_crop, sizeof eo.center_crop);
             eo.workers = tr->o.workers;
             for (int i = 0; i < tr->n_students; i++) {
-                distill_eval_result r;
+                distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
                 if ((rc = distill_evaluate(tr->students[i]->model, val, &eo, &r)))
                     goto out;
                 tr->students[i]->val_accuracy = r.top1;

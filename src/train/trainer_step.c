@@ -136,14 +136,13 @@ static int student_losses(distill_trainer *tr, int si, int64_t n, const int32_t 
         zero(s->staps[k].grad);
     for (int k = 0; k < s->n_terms; k++) {
         term *t = &s->terms[k];
-        distill_loss_batch b;
-        memset(&b, 0, sizeof b);
+        distill_loss_batch b = DISTILL_LOSS_BATCH_INIT;
         b.n = n;
         b.classes = tr->classes;
         b.student_logits = s->s_logits->data;
         b.teacher_logits = tr->teacher ? tr->t_logits->data : NULL;
         b.labels = labels;
-        distill_loss_grads g;
+        distill_loss_grads g = DISTILL_LOSS_GRADS_INIT;
         zero(s->g_tmp);
         g.student_logits = s->g_tmp->data;
         g.student_feat = NULL;

@@ -199,11 +199,14 @@ size_t util_live_blocks(void)
     return atomic_load_explicit(&live, memory_order_relaxed);
 }
 
-int distill_set_allocator(const distill_allocator *a)
+int distill_set_allocator(const distill_allocator *host_a)
 {
-    if (a) {
-        CHECK_VERSION(a->version, DISTILL_ALLOCATOR_VERSION, "distill_allocator",
-                      "distill_set_allocator");
+    /* the host's struct up to its version; what an older one lacks is NULL */
+    distill_allocator full = DISTILL_ALLOCATOR_INIT, *a = NULL;
+    if (host_a) {
+        COPY_OPTIONS(&full, host_a, DISTILL_ALLOCATOR_VERSION, "distill_allocator",
+                     "distill_set_allocator");
+        a = &full;
         if (!a->alloc || !a->free)
             return seterr(DISTILL_EINVAL, "distill_set_allocator: alloc and free must be set");
     }

@@ -1,7 +1,7 @@
 /*
  * check.c - checks of what callers hand in: the version of a versioned
- * struct (and copying an options struct by the caller's size), and finite
- * float arrays.  Declared in util/util.h.
+ * struct, copying such structs in and out by the caller's version (never
+ * by the library's sizeof), and finite float arrays.  Declared in util/util.h.
  */
 #include "util/util.h"
 
@@ -13,7 +13,7 @@
 int check_version(unsigned int version, unsigned int known, const char *type,
                   const char *where_fmt, ...)
 {
-    if (version == known)
+    if (version >= sizeof(unsigned int) && version <= known)
         return DISTILL_OK;
     char where[256];
     where[0] = '\0';
@@ -23,13 +23,41 @@ int check_version(unsigned int version, unsigned int known, const char *type,
     va_end(ap);
     if (n < 0)
         where[0] = '\0';
-    return seterr(DISTILL_EVERSION, "%s: %s version %u is not known (this library knows %u)",
-                  where, type ? type : "struct", version, known);
+    if (!type)
+        type = "struct";
+    if (version > known)
+        return seterr(DISTILL_EVERSION,
+                      "%s: %s version %u is newer than this library's (%u): the program was "
+                      "built against a newer libdistill than the one it runs with",
+                      where, type, version, known);
+    /* the initializer's name: the type's name in capitals, with _INIT */
+    char init[96];
+    size_t k = 0;
+    for (; type[k] && k + 6 < sizeof init; k++)
+        init[k] = (char)(type[k] >= 'a' && type[k] <= 'z' ? type[k] - 'a' + 'A' : type[k]);
+    memcpy(init + k, "_INIT", 6);
+    return seterr(DISTILL_EVERSION, "%s: %s version %u is not valid: initialize the struct with %s",
+                  where, type, version, init);
 }
 
-void copy_options(void *dst, size_t dst_size, const void *src, size_t caller_size)
+void struct_copy_in(void *dst, size_t dst_size, const void *src)
 {
-    memcpy(dst, src, caller_size < dst_size ? caller_size : dst_size);
+    size_t n = *(const unsigned int *)src;
+    if (n > dst_size)
+        n = dst_size;
+    if (n > sizeof(unsigned int))
+        memcpy((char *)dst + sizeof(unsigned int), (const char *)src + sizeof(unsigned int),
+               n - sizeof(unsigned int));
+}
+
+void struct_copy_out(void *dst, const void *src, size_t src_size)
+{
+    size_t n = *(const unsigned int *)dst;
+    if (n > src_size)
+        n = src_size;
+    if (n > sizeof(unsigned int))
+        memcpy((char *)dst + sizeof(unsigned int), (const char *)src + sizeof(unsigned int),
+               n - sizeof(unsigned int));
 }
 
 size_t first_nonfinite(const float *x, size_t n)

@@ -111,14 +111,23 @@ void format_float(char *buf, size_t size, float v);
 int read_file(const char *path, size_t max_size, void **data, size_t *size);
 
 /*
- * Versioned structs handed in by a caller (options, vtables, the allocator):
- * every version check of the library goes through check_version, so that a
- * refusal reads the same everywhere:
- *   "<where>: <type> version <v> is not known (this library knows <known>)"
+ * Versioned structs (see DISTILL_STRUCT_VERSION in distill/common.h): the
+ * first field of every struct that crosses the API is `unsigned int
+ * version`, the number of bytes of the struct that the caller's header
+ * declares.  Every version check of the library goes through check_version,
+ * so that a refusal reads the same everywhere:
+ *   "<where>: <type> version <v> is newer than this library's (<known>)..."
+ *   "<where>: <type> version <v> is not valid: initialize it with <TYPE>_INIT"
  * where <where> is printf-formatted from where_fmt (the public function, or
- * the node: "conv2d 'stem'").  It returns DISTILL_OK, or DISTILL_EVERSION
- * with that message.  CHECK_VERSION returns the status from the calling
- * function when the version is refused.
+ * the node: "conv2d 'stem'").  A version is accepted when it covers at least
+ * the version field and is at most `known`, the library's own version of
+ * the struct.  It returns DISTILL_OK, or DISTILL_EVERSION with that message.
+ * CHECK_VERSION returns the status from the calling function when the
+ * version is refused.
+ *
+ * Nothing in the library copies or clears a caller's struct with its own
+ * sizeof: structs come in with struct_copy_in and go out with
+ * struct_copy_out, both bounded by the caller's version.
  */
 int check_version(unsigned int version, unsigned int known, const char *type,
                   const char *where_fmt, ...) DISTILL__PRINTF(4, 5);
@@ -129,21 +138,39 @@ int check_version(unsigned int version, unsigned int known, const char *type,
             return check_version_rc_;                                               \
     } while (0)
 
-/*
- * Copy a caller's options struct over `dst`, which already holds the
- * defaults: the first `caller_size` bytes, the size of the struct as of the
- * version the caller was built with, so that fields appended after that
- * version keep their defaults (never more than dst_size bytes).
- * COPY_OPTIONS checks src->version with CHECK_VERSION first.  Every options
- * struct is at version 1 today, where the caller's size is sizeof *src; when
- * a struct gains fields, its call site passes the size of each older
- * version instead.
- */
-void copy_options(void *dst, size_t dst_size, const void *src, size_t caller_size);
+/* Copy a caller's struct `src` (version already checked) over `dst`, which
+ * holds the library's defaults and is dst_size bytes: the bytes after the
+ * version field up to src's version, never more than dst_size, so that the
+ * fields an older caller lacks keep their defaults.  dst's version field is
+ * left as it was (the library's own). */
+void struct_copy_in(void *dst, size_t dst_size, const void *src);
+
+/* Fill a caller's struct `dst` (version already checked) from the
+ * library's complete struct `src` of src_size bytes: the bytes after the
+ * version field up to dst's version, so that an older caller's struct is
+ * written up to its last field and not beyond.  dst's version field is left
+ * as the caller set it. */
+void struct_copy_out(void *dst, const void *src, size_t src_size);
+
+/* Check a caller's options struct and copy it over dst (which holds the
+ * defaults); returns from the calling function when the version is refused. */
 #define COPY_OPTIONS(dst, src, known, type, ...)                              \
     do {                                                                      \
         CHECK_VERSION((src)->version, (known), (type), __VA_ARGS__);          \
-        copy_options((dst), sizeof *(dst), (src), sizeof *(src));             \
+        struct_copy_in((dst), sizeof *(dst), (src));                          \
+    } while (0)
+
+/* The body of a distill_<x>_init(ptr, version) function: check ptr and
+ * version, then write the defaults `init` (a struct of the library's
+ * version) into the caller's struct up to `version`, and set its version. */
+#define INIT_STRUCT(ptr, version, known, init, type, fn)                      \
+    do {                                                                      \
+        if (!(ptr))                                                           \
+            return seterr(DISTILL_EINVAL, "%s: NULL argument", (fn));        \
+        CHECK_VERSION((version), (known), (type), "%s", (fn));                \
+        *(unsigned int *)(void *)(ptr) = (version);                           \
+        struct_copy_out((ptr), &(init), sizeof(init));                        \
+        return DISTILL_OK;                                                    \
     } while (0)
 
 /* Float arrays: the index of the first NaN or infinite element of x[0, n),

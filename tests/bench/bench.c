@@ -571,7 +571,7 @@ static void case_model_infer(void)
         CHECK(distill_model_load(&m, path));
     if (!getenv("UNFROZEN"))
         CHECK(distill_model_freeze(m, 1)); /* deployed: weights prepared once */
-    distill_node_info in, out;
+    distill_node_info in = DISTILL_NODE_INFO_INIT, out = DISTILL_NODE_INFO_INIT;
     CHECK(distill_model_node(m, 0, &in));
     CHECK(distill_model_find_node(m, distill_model_output_name(m), &out));
     int64_t xd[4] = {batch}, yd[4] = {batch};
@@ -657,7 +657,7 @@ static double fit(distill_model *m, distill_teacher *t, int64_t labelled, float 
     eo.norm_count = 1;
     eo.mean[0] = MEAN;
     eo.std[0] = STD;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, test, &eo, &r));
     *epochs_out = epochs;
     distill_trainer_free(tr);

@@ -30,7 +30,7 @@ static int small_enough(const distill_model *m)
         return 0;
     int64_t work = 0;
     for (size_t i = 0; i < nn; i++) {
-        distill_node_info n;
+        distill_node_info n = DISTILL_NODE_INFO_INIT;
         if (distill_model_node(m, i, &n) != DISTILL_OK)
             return 0;
         int64_t e = 1;
@@ -53,7 +53,7 @@ static int small_enough(const distill_model *m)
 
 static void run_once(distill_model *m)
 {
-    distill_node_info in, out;
+    distill_node_info in = DISTILL_NODE_INFO_INIT, out = DISTILL_NODE_INFO_INIT;
     fz_check(distill_model_node(m, 0, &in) == DISTILL_OK, "node 0 of an imported model");
     fz_check(distill_model_find_node(m, distill_model_output_name(m), &out) == DISTILL_OK,
              "the output node of an imported model");

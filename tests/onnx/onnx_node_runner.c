@@ -217,7 +217,7 @@ static int run_set(distill_model *m, const char *set, char *why, size_t wsize)
         return 1;
     }
     /* the batch is the first dim; the rest is the model's per-image shape */
-    distill_node_info ni, no;
+    distill_node_info ni = DISTILL_NODE_INFO_INIT, no = DISTILL_NODE_INFO_INIT;
     distill_model_node(m, 0, &ni);
     distill_model_find_node(m, distill_model_output_name(m), &no);
     int64_t xd[4] = {irank ? idims[0] : 1}, yd[4] = {0}, per_in = 1, per_out = 1;

@@ -294,7 +294,7 @@ int main(int argc, char **argv)
     put_u32(f, (uint32_t)eval_n);
     put_u32(f, (uint32_t)skip);
     for (size_t i = 0; i < np; i++) {
-        distill_param_info pi;
+        distill_param_info pi = DISTILL_PARAM_INFO_INIT;
         CHECK(distill_model_param(m, i, &pi));
         put_u32(f, (uint32_t)strlen(pi.name));
         put(f, pi.name, strlen(pi.name));
@@ -306,7 +306,7 @@ int main(int argc, char **argv)
         put_i64(f, (int64_t)(pi.trainable ? pi.data - block : pi.data - stats));
     }
     for (size_t i = 0; i < np; i++) {
-        distill_param_info pi;
+        distill_param_info pi = DISTILL_PARAM_INFO_INIT;
         CHECK(distill_model_param(m, i, &pi));
         put(f, pi.data, (size_t)pi.numel * sizeof(float));
     }
@@ -332,13 +332,13 @@ int main(int argc, char **argv)
         put(f, distill_tensor_data(xp), sizeof(float) * BATCH * 784);
         put(f, y, sizeof y);
         for (size_t i = 0; i < np; i++) {
-            distill_param_info pi;
+            distill_param_info pi = DISTILL_PARAM_INFO_INIT;
             CHECK(distill_model_param(m, i, &pi));
             if (pi.trainable)
                 put(f, pi.grad, (size_t)pi.numel * sizeof(float));
         }
         for (size_t i = 0; i < np; i++) {
-            distill_param_info pi;
+            distill_param_info pi = DISTILL_PARAM_INFO_INIT;
             CHECK(distill_model_param(m, i, &pi));
             put(f, pi.data, (size_t)pi.numel * sizeof(float));
         }
@@ -365,7 +365,7 @@ int main(int argc, char **argv)
         eo.norm_count = 1;
         eo.mean[0] = MEAN;
         eo.std[0] = STD;
-        distill_eval_result er;
+        distill_eval_result er = DISTILL_EVAL_RESULT_INIT;
         CHECK(distill_evaluate(m, test, &eo, &er));
         put_f64(f, er.top1);
         distill_tensor_free(xe);

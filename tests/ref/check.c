@@ -39,7 +39,7 @@ int check_fill_params(distill_model *m, uint64_t seed)
     ref_rng_seed(&rng, seed);
     size_t np = distill_model_param_count(m);
     for (size_t i = 0; i < np; i++) {
-        distill_param_info pi;
+        distill_param_info pi = DISTILL_PARAM_INFO_INIT;
         if (distill_model_param(m, i, &pi) != DISTILL_OK) {
             printf("check_fill_params: distill_model_param(%zu): %s\n", i, distill_last_error());
             return -1;
@@ -110,7 +110,7 @@ static size_t compare_node(const ref_model *r, int node, int n, const float *got
 
 static float *param_ptr(distill_model *m, const char *name, int grad)
 {
-    distill_param_info pi;
+    distill_param_info pi = DISTILL_PARAM_INFO_INIT;
     if (distill_model_find_param(m, name, &pi) != DISTILL_OK)
         return NULL;
     return grad ? pi.grad : pi.data;
@@ -125,7 +125,7 @@ static int check_running_stats(distill_model *m, ref_model *r, int n, const chec
     for (int i = 0; i < ref_node_count(r); i++) {
         if (ref_node_op(r, i) != DISTILL_OP_BATCHNORM)
             continue;
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         const double *mean, *uvar;
         char name[512];
         if (distill_model_node(m, (size_t)i, &info) != DISTILL_OK ||
@@ -349,7 +349,7 @@ int check_backward(distill_model *m, ref_model *r, const double *x, int n, int n
         }
     }
     /* the input gradient is computed only for a kept input node */
-    distill_node_info in_info;
+    distill_node_info in_info = DISTILL_NODE_INFO_INIT;
     if ((st = distill_model_node(m, 0, &in_info)) != DISTILL_OK ||
         (st = distill_model_keep_node(m, in_info.name)) != DISTILL_OK) {
         printf("  %s: keeping the input node = %d: %s  <-- FAIL\n", label, st,

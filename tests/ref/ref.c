@@ -153,7 +153,7 @@ static int add_param(ref_model *r, int node, const char *suffix, int kind, int r
                      const int64_t *dims, int *idx)
 {
     char name[512];
-    distill_param_info pi;
+    distill_param_info pi = DISTILL_PARAM_INFO_INIT;
     snprintf(name, sizeof name, "%s.%s", r->nodes[node].info.name, suffix);
     int st = distill_model_find_param(r->m, name, &pi);
     if (st != DISTILL_OK)
@@ -199,7 +199,7 @@ int ref_model_reload(ref_model *r)
 {
     for (int i = 0; i < r->n_params; i++) {
         ref_param *p = &r->params[i];
-        distill_param_info pi;
+        distill_param_info pi = DISTILL_PARAM_INFO_INIT;
         if (distill_model_find_param(r->m, p->name, &pi) != DISTILL_OK)
             return fail("ref: parameter '%s' vanished", p->name);
         for (size_t k = 0; k < p->numel; k++)
@@ -440,6 +440,7 @@ int ref_model_create(ref_model **out, distill_model *m, const ref_options *opts)
     for (size_t i = 0; i < nn; i++) {
         rnode *nd = &r->nodes[i];
         r->n_nodes = (int)i + 1;
+        nd->info.version = DISTILL_NODE_INFO_VERSION;
         int st = distill_model_node(m, i, &nd->info);
         if (st != DISTILL_OK) {
             ref_model_free(r);
@@ -458,13 +459,15 @@ int ref_model_create(ref_model **out, distill_model *m, const ref_options *opts)
         nd->n_in = nd->info.n_inputs;
         for (int j = 0; j < nd->n_in; j++) {
             nd->in[j] = -1;
+            const char *in_name = "";
+            distill_model_node_input(m, i, j, NULL, &in_name);
             for (size_t k = 0; k < i; k++)
-                if (strcmp(r->nodes[k].info.name, nd->info.inputs[j]) == 0)
+                if (strcmp(r->nodes[k].info.name, in_name) == 0)
                     nd->in[j] = (int)k;
             if (nd->in[j] < 0) {
                 ref_model_free(r);
                 return fail("ref: node '%s' input '%s' is not an earlier node", nd->info.name,
-                            nd->info.inputs[j]);
+                            in_name);
             }
         }
         if (setup_node(r, (int)i)) {

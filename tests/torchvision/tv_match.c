@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     int rc = 0;
     size_t np = distill_model_param_count(m);
     for (size_t i = 0; i < np; i++) {
-        distill_param_info p;
+        distill_param_info p = DISTILL_PARAM_INFO_INIT;
         distill_model_param(m, i, &p);
         entry *e = find(p.name);
         if (!e) {
@@ -203,7 +203,7 @@ int main(int argc, char **argv)
     distill_tensor_create(&x, 4, xd);
     distill_tensor_create(&y, 2, yd);
     memcpy(distill_tensor_data(x), x_ref->data, (size_t)x_ref->numel * sizeof(float));
-    distill_node_info ti;
+    distill_node_info ti = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(m, train_node, &ti) || ti.rank != 1 ||
         ti.dims[0] * batch != train_ref->numel)
         return fail("%s: node '%s' missing or of another size than @train", zoo, train_node);
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_tensors; i++) {
         if (strncmp(tensors[i].name, "@stats.", 7) != 0)
             continue;
-        distill_param_info p;
+        distill_param_info p = DISTILL_PARAM_INFO_INIT;
         if (distill_model_find_param(m, tensors[i].name + 7, &p)) {
             rc |= fail("%s: no statistic '%s'", zoo, tensors[i].name + 7);
             continue;

@@ -331,7 +331,7 @@ static outcome run_train(void)
     distill_eval_options eo;
     distill_eval_options_init(&eo, DISTILL_EVAL_OPTIONS_VERSION);
     eo.batch_size = 8;
-    distill_eval_result res;
+    distill_eval_result res = DISTILL_EVAL_RESULT_INIT;
 
     if (STEP(&o, distill_dataset_from_memory(&ds, 8, dims, img, lab, 4, DISTILL_MEMORY_COPY)) &&
         STEP(&o, small_model(&tmodel, 6)) && STEP(&o, small_model(&student, 4)) &&
@@ -607,7 +607,7 @@ static void test_set_allocator_rules(void **state)
 {
     (void)state;
     distill_allocator a = {DISTILL_ALLOCATOR_VERSION, c_alloc, c_free, &ca};
-    a.version = 99;
+    a.version = DISTILL_ALLOCATOR_VERSION + 8;
     assert_int_equal(distill_set_allocator(&a), DISTILL_EVERSION);
     a.version = DISTILL_ALLOCATOR_VERSION;
     a.alloc = NULL;

@@ -367,15 +367,17 @@ static void test_build_errors(void **state)
 
     /* options versions */
     distill_conv2d_options ov;
-    EXPECT(distill_conv2d_options_init(&ov, 999), DISTILL_EVERSION, NULL, NULL);
+    EXPECT(distill_conv2d_options_init(&ov, DISTILL_CONV2D_OPTIONS_VERSION + 999),
+           DISTILL_EVERSION, NULL, NULL);
     EXPECT(distill_conv2d_options_init(NULL, DISTILL_CONV2D_OPTIONS_VERSION), DISTILL_EINVAL,
            NULL, NULL);
     ov = conv_opts(3, 1, 1);
-    ov.version = 999;
+    ov.version = DISTILL_CONV2D_OPTIONS_VERSION + 999;
     EXPECT(distill_model_add_conv2d(m, "v999", "conv1", 8, &ov), DISTILL_EVERSION, "v999",
            NULL);
     distill_zoo_options zo;
-    EXPECT(distill_zoo_options_init(&zo, 999), DISTILL_EVERSION, NULL, NULL);
+    EXPECT(distill_zoo_options_init(&zo, DISTILL_ZOO_OPTIONS_VERSION + 999), DISTILL_EVERSION,
+           NULL, NULL);
     const distill_conv2d_options init = DISTILL_CONV2D_OPTIONS_INIT;
     EXPECT(distill_conv2d_options_init(&ov, DISTILL_CONV2D_OPTIONS_VERSION), DISTILL_OK, NULL,
            NULL);
@@ -388,8 +390,8 @@ static void test_build_errors(void **state)
     EXPECT(distill_model_add_add(m, "sum", "conv1", "self"), DISTILL_OK, NULL, NULL);
 
     /* queries */
-    distill_node_info ni;
-    distill_param_info pi;
+    distill_node_info ni = DISTILL_NODE_INFO_INIT;
+    distill_param_info pi = DISTILL_PARAM_INFO_INIT;
     EXPECT(distill_model_node(m, 0, NULL), DISTILL_EINVAL, NULL, NULL);
     EXPECT(distill_model_node(m, 1000, &ni), DISTILL_EINVAL, NULL, NULL);
     EXPECT(distill_model_node(NULL, 0, &ni), DISTILL_EINVAL, NULL, NULL);

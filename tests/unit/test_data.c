@@ -983,9 +983,9 @@ static void test_loader_normalization(void **state)
     o.crop_padding = -1;
     assert_int_equal(distill_loader_create(&ld, ds, &o), DISTILL_EINVAL);
     o.crop_padding = 0;
-    o.version = 99;
+    o.version = DISTILL_LOADER_OPTIONS_VERSION + 8;
     assert_int_equal(distill_loader_create(&ld, ds, &o), DISTILL_EVERSION);
-    assert_int_equal(distill_loader_options_init(&o, 99), DISTILL_EVERSION);
+    assert_int_equal(distill_loader_options_init(&o, DISTILL_LOADER_OPTIONS_VERSION + 8), DISTILL_EVERSION);
     assert_int_equal(distill_loader_next(NULL, x, NULL, &n), DISTILL_EINVAL);
     /* Defaults: batch 128, shuffled, prefetching; the loader outlives ds. */
     assert_int_equal(distill_loader_create(&ld, ds, NULL), DISTILL_OK);

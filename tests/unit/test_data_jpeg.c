@@ -790,7 +790,7 @@ static void test_list_files(void **state)
     assert_non_null(strstr(distill_last_error(), "none.csv"));
     assert_int_equal(distill_dataset_from_list(&ds, NULL, &o), DISTILL_EINVAL);
     assert_int_equal(distill_dataset_from_list(NULL, tp("l/nums.csv"), &o), DISTILL_EINVAL);
-    o.version = 99;
+    o.version = DISTILL_FOLDER_OPTIONS_VERSION + 8;
     assert_int_equal(distill_dataset_from_list(&ds, tp("l/nums.csv"), &o), DISTILL_EVERSION);
 }
 

@@ -594,7 +594,7 @@ static void test_folder_errors(void **state)
     o = fopts(1, 0, 0, 7, 0);
     assert_int_equal(distill_dataset_from_folder(&ds, tp("noimage"), &o), DISTILL_EINVAL);
     o = fopts(1, 0, 0, 0, 0);
-    o.version = 42;
+    o.version = DISTILL_FOLDER_OPTIONS_VERSION + 8;
     assert_int_equal(distill_dataset_from_folder(&ds, tp("noimage"), &o), DISTILL_EVERSION);
     assert_int_equal(distill_folder_options_init(&o, 0), DISTILL_EVERSION);
     assert_int_equal(distill_dataset_from_folder(&ds, NULL, NULL), DISTILL_EINVAL);

@@ -87,7 +87,7 @@ static distill_model *build_net(uint64_t seed)
     OK(distill_model_add_flatten(m, "flat", "gap"));
     OK(distill_model_add_linear(m, "fc", "flat", 10, 1));
 
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_find_node(m, "cat", &info));
     assert_int_equal(info.rank, 3);
     assert_int_equal(info.dims[0], 16);
@@ -162,7 +162,7 @@ static void test_net_running_stats(void **state)
     double x[MAX_N * IN_SIZE];
     make_input(x, n, 20);
 
-    distill_param_info rm, rv;
+    distill_param_info rm = DISTILL_PARAM_INFO_INIT, rv = DISTILL_PARAM_INFO_INIT;
     OK(distill_model_find_param(m, "sc_bn.running_mean", &rm));
     OK(distill_model_find_param(m, "sc_bn.running_var", &rv));
     for (int64_t k = 0; k < rm.numel; k++) {

@@ -57,7 +57,7 @@ static distill_model *new_model1(int64_t f)
  * free the model.  Returns the number of failures. */
 static int run(distill_model *m, int n, double lo, double hi, uint64_t seed, const char *label)
 {
-    distill_node_info in;
+    distill_node_info in = DISTILL_NODE_INFO_INIT;
     OK(distill_model_node(m, 0, &in));
     size_t size = (size_t)in.dims[0] * (in.rank == 3 ? (size_t)(in.dims[1] * in.dims[2]) : 1);
     double *x = malloc((size_t)n * size * sizeof *x);
@@ -160,7 +160,7 @@ static void test_conv2d_default_options(void **state)
     (void)state;
     distill_model *m = new_model3(5, 3, 4);
     OK(distill_model_add_conv2d(m, "conv", "input", 7, NULL));
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_find_node(m, "conv", &info));
     assert_int_equal(info.kernel_h, 1);
     assert_int_equal(info.kernel_w, 1);
@@ -227,7 +227,7 @@ static void test_batchnorm(void **state)
             m = new_model1(cases[i].c);
         }
         OK(distill_model_add_batchnorm(m, "bn", "input", cases[i].eps, cases[i].momentum));
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         OK(distill_model_find_node(m, "bn", &info));
         assert_true(info.eps == cases[i].eps);
         assert_true(info.momentum == cases[i].momentum);
@@ -305,7 +305,7 @@ static void test_leaky_relu(void **state)
     failures += run_activation(ACT_LEAKY, 0.25, 3.0, "leaky0.25", 425);
     distill_model *m = new_model1(4);
     OK(distill_model_add_leaky_relu(m, "act", "input", 0.1f));
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_find_node(m, "act", &info));
     assert_true(info.alpha == 0.1f);
     distill_model_free(m);
@@ -400,7 +400,7 @@ static int run_pool2d(int op)
         o.kernel_h = k->kh, o.kernel_w = k->kw, o.stride_h = k->sh, o.stride_w = k->sw;
         o.pad_top = k->pt, o.pad_left = k->pl, o.pad_bottom = k->pb, o.pad_right = k->pr;
         OK(distill_model_add_pool2d(m, "pool", "input", op, &o));
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         OK(distill_model_find_node(m, "pool", &info));
         assert_int_equal(info.dims[1], (k->h + k->pt + k->pb - k->kh) / k->sh + 1);
         assert_int_equal(info.dims[2], (k->w + k->pl + k->pr - k->kw) / k->sw + 1);
@@ -409,7 +409,7 @@ static int run_pool2d(int op)
         /* saved and loaded: the bottom and right padding come back */
         distill_model *c;
         OK(distill_model_clone(&c, m));
-        distill_node_info ci;
+        distill_node_info ci = DISTILL_NODE_INFO_INIT;
         OK(distill_model_find_node(c, "pool", &ci));
         assert_memory_equal(ci.dims, info.dims, sizeof ci.dims);
         distill_model_free(c);
@@ -432,7 +432,7 @@ static int run_pools(int op)
             OK(distill_model_add_maxpool(m, "pool", "input", k->k, k->s, k->p));
         else
             OK(distill_model_add_avgpool(m, "pool", "input", k->k, k->s, k->p));
-        distill_node_info info;
+        distill_node_info info = DISTILL_NODE_INFO_INIT;
         OK(distill_model_find_node(m, "pool", &info));
         assert_int_equal(info.kernel_h, k->k);
         assert_int_equal(info.stride_h, k->s);
@@ -544,7 +544,7 @@ static void test_concat(void **state)
     OK(distill_model_add_conv2d(m, "b", "input", 5, &o));
     const char *ins[3] = {"a", "input", "b"};
     OK(distill_model_add_concat(m, "cat", 3, ins));
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_find_node(m, "cat", &info));
     assert_int_equal(info.dims[0], 12);
     failures += run(m, 2, -1, 1, 800, "concat a,x,b 3x5x7 n2");
@@ -624,7 +624,7 @@ static void dropout_drill(distill_model *m, const char *label)
 {
     const float p = 0.3f;
     const int n = 4;
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_find_node(m, "drop", &info));
     assert_true(info.alpha == p);
 
@@ -646,7 +646,7 @@ static void dropout_drill(distill_model *m, const char *label)
     assert_non_null(dx);
     assert_non_null(rd);
     const float *y = distill_tensor_data(out);
-    distill_node_info in_info;
+    distill_node_info in_info = DISTILL_NODE_INFO_INIT;
     OK(distill_model_node(m, 0, &in_info));
     OK(distill_model_keep_node(m, in_info.name)); /* to get the input gradient */
 
@@ -832,7 +832,8 @@ static void test_batchnorm_precision(void **state)
         OK(distill_model_add_batchnorm(m, "bn", bn_in, 1e-5f, 0.1f));
         OK(distill_model_add_relu(m, "out", "bn"));
         OK(distill_model_keep_node(m, "input"));
-        distill_param_info g, b, w;
+        distill_param_info g = DISTILL_PARAM_INFO_INIT, b = DISTILL_PARAM_INFO_INIT;
+        distill_param_info w = DISTILL_PARAM_INFO_INIT;
         OK(distill_model_find_param(m, "bn.weight", &g));
         OK(distill_model_find_param(m, "bn.bias", &b));
         for (int c = 0; c < C; c++) {

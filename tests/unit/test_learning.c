@@ -110,7 +110,7 @@ static double accuracy(distill_model *m, const distill_dataset *test, distill_te
     eo.mean[0] = 0.2860f;
     eo.std[0] = 0.3530f;
     eo.agreement = agree_with;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, test, &eo, &r));
     assert_int_equal(r.count, TEST_N);
     if (agreement)

@@ -91,9 +91,9 @@ static void test_kd_by_hand(void **state)
     assert_true(distill_loss_needs_labels(l));
     assert_true(distill_loss_needs_teacher(l));
     assert_null(distill_loss_student_node(l));
-    distill_loss_batch b = {2, 3, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 3, s, t, y, NULL, NULL};
     float g[6] = {0};
-    distill_loss_grads gr = {g, NULL};
+    distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, g, NULL};
     double v = eval(l, &b, &gr);
     assert_close(v, 1.077322815155, 1e-6, "kd loss");
     assert_close(g[0], -0.288058442383, 1e-6, "kd grad [0, 0]");
@@ -122,9 +122,9 @@ static void test_ce_smoothing_by_hand(void **state)
     assert_int_equal(distill_loss_cross_entropy(&l, 0.3f), DISTILL_OK);
     assert_true(distill_loss_needs_labels(l));
     assert_false(distill_loss_needs_teacher(l));
-    distill_loss_batch b = {2, 3, s, NULL, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 3, s, NULL, y, NULL, NULL};
     float g[6] = {0};
-    distill_loss_grads gr = {g, NULL};
+    distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, g, NULL};
     /* loss1 is ln(e+2) - 1 + 2 eps / 3: float(0.3) moves it by 4e-9 */
     assert_close(eval(l, &b, &gr), 0.925028501300, 1e-7, "ce loss");
     /* gradient: (p - target) / n, target = 0.7 onehot(y) + 0.1 */
@@ -375,14 +375,14 @@ static void test_against_pytorch(void **state)
         distill_loss *l = torch_case_loss(k);
         int feat = k >= 4;
         /* the logit cases use (4, 5) logits; the tap cases a (3, 5) batch */
-        distill_loss_batch b = {feat ? 3 : 4, 5, s, t, y, NULL, NULL};
+        distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, feat ? 3 : 4, 5, s, t, y, NULL, NULL};
         float gl[20] = {0};
         distill_tensor *gf = tensor(4, ds, NULL);
         if (feat) {
             b.student_feat = sf;
             b.teacher_feat = k == 4 ? tf_fit : tf;
         }
-        distill_loss_grads g = {gl, gf};
+        distill_loss_grads g = {DISTILL_LOSS_GRADS_VERSION, gl, gf};
         double v = eval(l, &b, &g);
         const float *ga = feat ? distill_tensor_data(gf) : gl;
         int count = feat ? 54 : 20;
@@ -487,7 +487,7 @@ static void test_dkd_direct(void **state)
         distill_loss *l;
         assert_int_equal(distill_loss_dkd(&l, params[k][0], params[k][1], params[k][2]), DISTILL_OK);
         assert_true(distill_loss_needs_labels(l));
-        distill_loss_batch b = {n, C, s, t, y, NULL, NULL};
+        distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, n, C, s, t, y, NULL, NULL};
         double want = dkd_direct(s, t, y, n, C, params[k][0], params[k][1], params[k][2]);
         char what[64];
         snprintf(what, sizeof what, "dkd T=%g alpha=%g beta=%g", (double)params[k][0],
@@ -498,7 +498,7 @@ static void test_dkd_direct(void **state)
     /* DKD without labels or without a teacher is refused */
     distill_loss *l;
     assert_int_equal(distill_loss_dkd(&l, 4, 1, 8), DISTILL_OK);
-    distill_loss_batch b = {n, C, s, t, NULL, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, n, C, s, t, NULL, NULL, NULL};
     double v;
     assert_int_equal(distill_loss_forward(l, &b, &v, NULL), DISTILL_EINVAL);
     assert_contains(distill_last_error(), "needs labels");
@@ -574,11 +574,12 @@ static void test_plugin_matches_builtin(void **state)
     assert_false(distill_loss_needs_teacher(mine)); /* no taps: a teacher is optional */
     assert_false(distill_loss_needs_labels(mine));
 
-    distill_loss_batch b = {n, C, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, n, C, s, t, y, NULL, NULL};
     float g1[42], g2[42];
     for (int i = 0; i < 42; i++)
         g1[i] = g2[i] = 0.5f; /* gradients are added, never overwritten */
-    distill_loss_grads gr1 = {g1, NULL}, gr2 = {g2, NULL};
+    distill_loss_grads gr1 = {DISTILL_LOSS_GRADS_VERSION, g1, NULL};
+    distill_loss_grads gr2 = {DISTILL_LOSS_GRADS_VERSION, g2, NULL};
     double v1 = eval(mine, &b, &gr1), v2 = eval(kd, &b, &gr2);
     assert_int_equal(pk.calls, 1);
     assert_close(v1, v2, 1e-6, "plug-in KD vs built-in KD");
@@ -642,9 +643,9 @@ static void test_plugin_errors(void **state)
 
     assert_int_equal(distill_loss_create_custom(&l, &vt, NULL, NULL, NULL), DISTILL_OK);
     const float s[4] = {1, 2, 3, 4};
-    distill_loss_batch b = {2, 2, s, NULL, NULL, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 2, s, NULL, NULL, NULL, NULL};
     float g[4] = {0};
-    distill_loss_grads gr = {g, NULL};
+    distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, g, NULL};
     double v = 42.0;
     bad_mode = 0;
     assert_int_equal(distill_loss_forward(l, &b, &v, &gr), DISTILL_ECANCELLED);
@@ -696,7 +697,7 @@ static void test_validation(void **state)
     int32_t y[2] = {0, 2};
     distill_loss *kd;
     assert_int_equal(distill_loss_kd(&kd, 4.0f, 0.9f), DISTILL_OK);
-    distill_loss_batch b = {2, 3, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 3, s, t, y, NULL, NULL};
     double v;
     assert_int_equal(distill_loss_forward(kd, &b, &v, NULL), DISTILL_OK);
 
@@ -794,7 +795,7 @@ static void test_feature_shapes(void **state)
     float *x = distill_tensor_data(ta);
     for (int i = 0; i < 96; i++)
         x[i] = (float)((i * 7) % 11) - 5.0f;
-    distill_loss_batch b = {2, 3, s, NULL, NULL, ta, tc};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 3, s, NULL, NULL, ta, tc};
     double v;
 
     distill_loss *l;
@@ -813,7 +814,7 @@ static void test_feature_shapes(void **state)
     assert_int_equal(distill_loss_forward(l, &b, &v, NULL), DISTILL_OK);
     assert_close(v, 0.0, 0.0, "fitnets of equal maps");
     /* a gradient tensor of the wrong shape */
-    distill_loss_grads g = {NULL, tc};
+    distill_loss_grads g = {DISTILL_LOSS_GRADS_VERSION, NULL, tc};
     assert_int_equal(distill_loss_forward(l, &b, &v, &g), DISTILL_ESHAPE);
     assert_contains(distill_last_error(), "gradient tensor");
     distill_loss_free(l);
@@ -856,7 +857,7 @@ static void test_feature_shapes(void **state)
     /* RKD relates pairs: one sample is not enough */
     const int64_t one[2] = {1, 4};
     distill_tensor *o1 = tensor(2, one, NULL), *o2 = tensor(2, one, NULL);
-    distill_loss_batch b1 = {1, 3, s, NULL, NULL, o1, o2};
+    distill_loss_batch b1 = {DISTILL_LOSS_BATCH_VERSION, 1, 3, s, NULL, NULL, o1, o2};
     assert_int_equal(distill_loss_forward(flat[1], &b1, &v, NULL), DISTILL_EINVAL);
     assert_contains(distill_last_error(), "at least 2");
     for (int k = 0; k < 3; k++)
@@ -889,9 +890,10 @@ static void test_accumulate(void **state)
     const int32_t y[3] = {0, 3, 1};
     distill_loss *l;
     assert_int_equal(distill_loss_dkd(&l, 4.0f, 1.0f, 8.0f), DISTILL_OK);
-    distill_loss_batch b = {3, 4, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 3, 4, s, t, y, NULL, NULL};
     float g0[12] = {0}, g1[12];
-    distill_loss_grads gr0 = {g0, NULL}, gr1 = {g1, NULL};
+    distill_loss_grads gr0 = {DISTILL_LOSS_GRADS_VERSION, g0, NULL};
+    distill_loss_grads gr1 = {DISTILL_LOSS_GRADS_VERSION, g1, NULL};
     double v0 = eval(l, &b, &gr0);
     for (int i = 0; i < 12; i++)
         g1[i] = (float)i;
@@ -900,11 +902,11 @@ static void test_accumulate(void **state)
     for (int i = 0; i < 12; i++)
         assert_close(g1[i], (float)i + g0[i], 1e-6, "accumulated gradient");
     assert_true(eval(l, &b, NULL) == v0);
-    distill_loss_grads none = {NULL, NULL};
+    distill_loss_grads none = {DISTILL_LOSS_GRADS_VERSION, NULL, NULL};
     assert_true(eval(l, &b, &none) == v0);
     /* the same loss twice in a row gives the same numbers */
     float g2[12] = {0};
-    distill_loss_grads gr2 = {g2, NULL};
+    distill_loss_grads gr2 = {DISTILL_LOSS_GRADS_VERSION, g2, NULL};
     eval(l, &b, &gr2);
     assert_memory_equal(g0, g2, sizeof g0);
     distill_loss_free(l);
@@ -959,7 +961,7 @@ static void test_parse_good(void **state)
     gen(31, s, 20, 4.0);
     gen(32, t, 20, 4.0);
     const int32_t y[4] = {1, 2, 3, 4};
-    distill_loss_batch b = {4, 5, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 4, 5, s, t, y, NULL, NULL};
     struct {
         const char *spec;
         distill_loss *ref;
@@ -1088,7 +1090,7 @@ static void test_new_logit_vs_numpy(void **state)
     assert_non_null(p);
     char line[512];
     int compared = 0;
-    distill_loss_batch b = {N, C, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, N, C, s, t, y, NULL, NULL};
     while (fgets(line, sizeof line, p)) {
         char *tab = strchr(line, '\t');
         assert_non_null(tab);
@@ -1117,14 +1119,14 @@ static void test_new_logit_edges(void **state)
     float s[2 * 4] = {1, 1, 1, 1, 0.5f, -1, 2, 0};
     float t[2 * 4] = {3, 3, 3, 3, 1, 2, -1, 0};
     int32_t y[2] = {0, 2};
-    distill_loss_batch b = {2, 4, s, t, y, NULL, NULL};
+    distill_loss_batch b = {DISTILL_LOSS_BATCH_VERSION, 2, 4, s, t, y, NULL, NULL};
     const char *specs[] = {"kd:T=4,alpha=0.9,ls=1", "dkd:T=4,ls=1", "mlkd:ls=1,mask=1",
                            "dist:T=1", "mlkd"};
     for (int k = 0; k < 5; k++) {
         distill_loss *l;
         assert_int_equal(distill_loss_parse(&l, specs[k], NULL), DISTILL_OK);
         float g[8] = {0};
-        distill_loss_grads gr = {g, NULL};
+        distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, g, NULL};
         double v = eval(l, &b, &gr); /* constant rows: std 0, no NaN */
         assert_true(isfinite(v));
         for (int i = 0; i < 8; i++)
@@ -1133,7 +1135,7 @@ static void test_new_logit_edges(void **state)
         float bad = s[5];
         s[5] = NAN;
         float g2[8] = {0};
-        distill_loss_grads gr2 = {g2, NULL};
+        distill_loss_grads gr2 = {DISTILL_LOSS_GRADS_VERSION, g2, NULL};
         assert_int_equal(distill_loss_forward(l, &b, &v, &gr2), DISTILL_ENONFINITE);
         assert_contains(distill_last_error(), "student_logits[1, 1]");
         for (int i = 0; i < 8; i++)
@@ -1150,7 +1152,7 @@ static void test_new_logit_edges(void **state)
     {
         distill_loss *l;
         assert_int_equal(distill_loss_kd_ls(&l, 4.0f, 1.0f), DISTILL_OK);
-        distill_loss_batch b1 = {1, 4, s, t, NULL, NULL, NULL};
+        distill_loss_batch b1 = {DISTILL_LOSS_BATCH_VERSION, 1, 4, s, t, NULL, NULL, NULL};
         assert_close(eval(l, &b1, NULL), 0.0, 1e-15, "kd ls constant rows");
         distill_loss_free(l);
     }
@@ -1158,9 +1160,9 @@ static void test_new_logit_edges(void **state)
     {
         distill_loss *l;
         assert_int_equal(distill_loss_dist(&l, 2.0f, 0.0f, 1.5f), DISTILL_OK);
-        distill_loss_batch b1 = {1, 4, s + 4, t + 4, NULL, NULL, NULL};
+        distill_loss_batch b1 = {DISTILL_LOSS_BATCH_VERSION, 1, 4, s + 4, t + 4, NULL, NULL, NULL};
         float g[4] = {0};
-        distill_loss_grads gr = {g, NULL};
+        distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, g, NULL};
         assert_close(eval(l, &b1, &gr), 4.0 * 1.5, 1e-12, "dist intra n=1");
         for (int i = 0; i < 4; i++)
             assert_true(g[i] == 0.0f);

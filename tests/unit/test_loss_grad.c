@@ -76,6 +76,7 @@ static void case_init(fd_case *c, distill_loss *l, int64_t n, int64_t C, uint64_
     }
     for (int64_t i = 0; i < n; i++)
         c->labels[i] = (int32_t)rng_below(&r, (uint64_t)C);
+    c->b.version = DISTILL_LOSS_BATCH_VERSION;
     c->b.n = n;
     c->b.classes = C;
     c->b.student_logits = c->s_logits;
@@ -187,7 +188,7 @@ static void check_case_sampled(fd_case *c, const char *label, size_t samples)
         assert_int_equal(distill_tensor_clone(&gf, c->sf), DISTILL_OK);
     if (gf)
         distill_tensor_fill(gf, 0.0f);
-    distill_loss_grads g = {gl, gf};
+    distill_loss_grads g = {DISTILL_LOSS_GRADS_VERSION, gl, gf};
     double v;
     int rc = distill_loss_forward(c->l, &c->b, &v, &g);
     if (rc != DISTILL_OK)
@@ -471,7 +472,7 @@ static void test_threads(void **state)
             distill_set_num_threads(r + 1);
             assert_int_equal(distill_tensor_clone(&g[r], c.sf), DISTILL_OK);
             distill_tensor_fill(g[r], 0.0f);
-            distill_loss_grads gr = {NULL, g[r]};
+            distill_loss_grads gr = {DISTILL_LOSS_GRADS_VERSION, NULL, g[r]};
             assert_int_equal(distill_loss_forward(c.l, &c.b, &v[r], &gr), DISTILL_OK);
         }
         distill_set_num_threads(0);

@@ -46,7 +46,7 @@ static void randomize(distill_model *m)
 {
     size_t n = distill_model_param_count(m);
     for (size_t i = 0; i < n; i++) {
-        distill_param_info p;
+        distill_param_info p = DISTILL_PARAM_INFO_INIT;
         CHECK(distill_model_param(m, i, &p));
         for (int64_t k = 0; k < p.numel; k++) {
             float v = frand();
@@ -60,7 +60,7 @@ static void randomize(distill_model *m)
 
 static distill_tensor *run(distill_model *m, int batch)
 {
-    distill_node_info in, out;
+    distill_node_info in = DISTILL_NODE_INFO_INIT, out = DISTILL_NODE_INFO_INIT;
     CHECK(distill_model_node(m, 0, &in));
     CHECK(distill_model_find_node(m, distill_model_output_name(m), &out));
     int64_t xd[4] = {batch}, yd[4] = {batch};
@@ -95,7 +95,7 @@ static void round_trip(distill_model *m, const char *what)
     assert_string_equal(distill_model_output_name(r), distill_model_output_name(m));
     assert_int_equal(distill_model_num_params(r), distill_model_num_params(m));
     for (size_t i = 0; i < distill_model_node_count(m); i++) {
-        distill_node_info a, b;
+        distill_node_info a = DISTILL_NODE_INFO_INIT, b = DISTILL_NODE_INFO_INIT;
         CHECK(distill_model_node(m, i, &a));
         CHECK(distill_model_node(r, i, &b));
         assert_string_equal(a.name, b.name);

@@ -239,7 +239,7 @@ static void test_validation(void **state)
     s = sched(99, 0.1);
     assert_int_equal(distill_schedule_validate(&s), DISTILL_EINVAL);
     s = sched(DISTILL_SCHEDULE_CONSTANT, 0.1);
-    s.version = 2;
+    s.version = DISTILL_SCHEDULE_OPTIONS_VERSION + 8;
     assert_int_equal(distill_schedule_validate(&s), DISTILL_EVERSION);
     s = sched(DISTILL_SCHEDULE_CONSTANT, 0.1);
     s.warmup_steps = -1;
@@ -294,7 +294,7 @@ static void test_drives_optimizer(void **state)
     int64_t in[1] = {2};
     assert_int_equal(distill_model_create(&m, "input", 1, in), DISTILL_OK);
     assert_int_equal(distill_model_add_linear(m, "fc", "input", 1, 0), DISTILL_OK);
-    distill_param_info w;
+    distill_param_info w = DISTILL_PARAM_INFO_INIT;
     assert_int_equal(distill_model_find_param(m, "fc.weight", &w), DISTILL_OK);
     distill_optimizer *opt;
     assert_int_equal(distill_optimizer_create(&opt, m, NULL), DISTILL_OK); /* plain SGD */

@@ -200,6 +200,7 @@ static void run_train_job(train_job *j)
     eo.norm_count = 1;
     eo.mean[0] = o.mean[0];
     eo.std[0] = o.std[0];
+    j->eval.version = DISTILL_EVAL_RESULT_VERSION;
     TRY(j, distill_evaluate(student, val, &eo, &j->eval));
 
     const float *params = distill_model_param_block(student, &j->n_params);

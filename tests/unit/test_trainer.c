@@ -982,7 +982,7 @@ static void test_labels(void **state)
 static void perturb_stats(distill_model *m, uint64_t seed)
 {
     for (size_t i = 0; i < distill_model_param_count(m); i++) {
-        distill_param_info p;
+        distill_param_info p = DISTILL_PARAM_INFO_INIT;
         CHECK(distill_model_param(m, i, &p));
         for (int64_t j = 0; j < p.numel; j++) {
             float u = unit(seed + i, (uint64_t)j);
@@ -1042,7 +1042,7 @@ static void test_teacher_from_model(void **state)
     distill_tensor *x = batch_of(4, NULL);
     distill_tensor *a = logits_tensor(4, 10), *b = logits_tensor(4, 10);
     CHECK(distill_teacher_forward(t, x, a));
-    distill_param_info fc;
+    distill_param_info fc = DISTILL_PARAM_INFO_INIT;
     CHECK(distill_model_find_param(m, "fc.weight", &fc));
     for (int64_t j = 0; j < fc.numel; j++)
         fc.data[j] *= 3.0f;
@@ -1085,7 +1085,7 @@ static int host_forward(const distill_tensor *images, distill_tensor *logits, in
 static int host_tap_shape(const char *name, int *rank, int64_t dims[3], void *payload)
 {
     host_teacher *h = payload;
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (strcmp(name, "pool2") != 0 || distill_model_find_node(h->m, name, &info))
         return DISTILL_ENOTFOUND;
     *rank = info.rank;
@@ -1178,7 +1178,7 @@ static void test_teacher_callback(void **state)
     cb.forward = NULL;
     distill_teacher *t2;
     assert_int_equal(distill_teacher_from_callback(&t2, &cb), DISTILL_EINVAL);
-    cb.version = 99;
+    cb.version = DISTILL_TEACHER_CALLBACK_VERSION + 8;
     assert_int_equal(distill_teacher_from_callback(&t2, &cb), DISTILL_EVERSION);
     distill_trainer_free(tr);
     distill_teacher_free(t);
@@ -1324,7 +1324,7 @@ static void test_teacher_class_mismatch(void **state)
     distill_eval_options eo;
     CHECK(distill_eval_options_init(&eo, DISTILL_EVAL_OPTIONS_VERSION));
     eo.agreement = t7;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     assert_int_equal(distill_evaluate(m10, g_val, &eo, &r), DISTILL_ESHAPE);
 
     distill_teacher_free(tc);
@@ -1348,7 +1348,7 @@ static distill_model *identity_model(const float *bias)
     CHECK(distill_model_create(&m, "input", 3, in));
     CHECK(distill_model_add_flatten(m, "flat", "input"));
     CHECK(distill_model_add_linear(m, "fc", "flat", EK, 1));
-    distill_param_info w, b;
+    distill_param_info w = DISTILL_PARAM_INFO_INIT, b = DISTILL_PARAM_INFO_INIT;
     CHECK(distill_model_find_param(m, "fc.weight", &w));
     CHECK(distill_model_find_param(m, "fc.bias", &b));
     for (int r = 0; r < EK; r++) {
@@ -1428,7 +1428,7 @@ static void test_evaluate(void **state)
     for (int k = 0; k < 4; k++) {
         eo.batch_size = batches[k];
         memset(got, 0x7f, sizeof got);
-        distill_eval_result r;
+        distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
         CHECK(distill_evaluate(m, ds, &eo, &r));
         assert_int_equal(r.count, EN);
         assert_true(r.top1 == (double)hit1 / EN);
@@ -1464,7 +1464,7 @@ static void test_evaluate(void **state)
     eo.agreement = t;
     eo.confusion = NULL;
     eo.batch_size = 4;
-    distill_eval_result r;
+    distill_eval_result r = DISTILL_EVAL_RESULT_INIT;
     CHECK(distill_evaluate(m, ds, &eo, &r));
     assert_true(r.agreement == (double)agree / EN);
     assert_true(r.top1 == (double)hit1 / EN);

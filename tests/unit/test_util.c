@@ -420,11 +420,19 @@ typedef struct vstruct {
     int a, b;
 } vstruct;
 
-static int take_vstruct(const vstruct *in, vstruct *out, const char *node)
+#define VSTRUCT_VERSION DISTILL_STRUCT_VERSION(vstruct, b)
+/* the same struct as a caller built before field b was added sees it */
+typedef struct vstruct_old {
+    unsigned int version;
+    int a;
+} vstruct_old;
+#define VSTRUCT_OLD_VERSION DISTILL_STRUCT_VERSION(vstruct_old, a)
+
+static int take_vstruct(const void *in, vstruct *out, const char *node)
 {
-    vstruct o = {1, -1, -2}; /* the defaults */
+    vstruct o = {VSTRUCT_VERSION, -1, -2}; /* the defaults */
     if (in)
-        COPY_OPTIONS(&o, in, 1, "vstruct", "op '%s'", node);
+        COPY_OPTIONS(&o, (const vstruct *)in, VSTRUCT_VERSION, "vstruct", "op '%s'", node);
     *out = o;
     return DISTILL_OK;
 }
@@ -433,47 +441,78 @@ static void test_check_version(void **state)
 {
     (void)state;
     distill_error_clear();
-    assert_int_equal(check_version(3, 3, "distill_x_options", "distill_x_create"), DISTILL_OK);
+    assert_int_equal(VSTRUCT_VERSION, 12);
+    assert_int_equal(VSTRUCT_OLD_VERSION, 8);
+    assert_int_equal(check_version(12, 12, "distill_x_options", "distill_x_create"), DISTILL_OK);
     assert_string_equal(distill_last_error(), ""); /* success records nothing */
+    /* an older, smaller version is accepted */
+    assert_int_equal(check_version(8, 12, "distill_x_options", "distill_x_create"), DISTILL_OK);
+    assert_int_equal(check_version(4, 12, "distill_x_options", "distill_x_create"), DISTILL_OK);
 
-    assert_int_equal(check_version(0, 1, "distill_x_options", "distill_x_options_init"),
+    /* 0 (a zeroed struct) and anything smaller than the version field */
+    assert_int_equal(check_version(0, 12, "distill_x_options", "distill_x_options_init"),
                      DISTILL_EVERSION);
-    assert_string_equal(distill_last_error(), "distill_x_options_init: distill_x_options version 0 "
-                                              "is not known (this library knows 1)");
-    assert_int_equal(check_version(2, 1, "distill_conv2d_options", "conv2d '%s'", "stem"),
+    assert_string_equal(distill_last_error(),
+                        "distill_x_options_init: distill_x_options version 0 is not valid: "
+                        "initialize the struct with DISTILL_X_OPTIONS_INIT");
+    assert_int_equal(check_version(3, 12, "t", "w"), DISTILL_EVERSION);
+    /* A newer caller is refused: it may rely on fields we do not have. */
+    assert_int_equal(check_version(16, 12, "distill_conv2d_options", "conv2d '%s'", "stem"),
                      DISTILL_EVERSION);
-    assert_string_equal(distill_last_error(), "conv2d 'stem': distill_conv2d_options version 2 "
-                                              "is not known (this library knows 1)");
-    /* A newer caller is refused too: it may rely on fields we do not have. */
-    assert_int_equal(check_version(1000, 999, "t", "w"), DISTILL_EVERSION);
+    assert_string_equal(distill_last_error(),
+                        "conv2d 'stem': distill_conv2d_options version 16 is newer than this "
+                        "library's (12): the program was built against a newer libdistill than "
+                        "the one it runs with");
 
     /* COPY_OPTIONS: a known version is copied whole, an unknown one is
      * refused before anything is copied, NULL keeps the defaults. */
-    vstruct out = {0, 0, 0}, in = {1, 5, 6};
+    vstruct out = {0, 0, 0}, in = {VSTRUCT_VERSION, 5, 6};
     assert_int_equal(take_vstruct(&in, &out, "n"), DISTILL_OK);
     assert_int_equal(out.a, 5);
     assert_int_equal(out.b, 6);
+    assert_int_equal(out.version, VSTRUCT_VERSION);
     assert_int_equal(take_vstruct(NULL, &out, "n"), DISTILL_OK);
     assert_int_equal(out.a, -1);
     assert_int_equal(out.b, -2);
-    in.version = 7;
+    in.version = VSTRUCT_VERSION + 4;
     out.a = 42;
     assert_int_equal(take_vstruct(&in, &out, "n7"), DISTILL_EVERSION);
     assert_int_equal(out.a, 42);
-    assert_non_null(strstr(distill_last_error(), "op 'n7': vstruct version 7 is not known"));
+    assert_non_null(strstr(distill_last_error(), "op 'n7': vstruct version 16 is newer"));
 
-    /* copy_options copies the caller's size only: fields appended after the
-     * caller's version keep their defaults, and never more than dst holds. */
-    vstruct dst = {1, -1, -2};
-    const vstruct src = {1, 10, 20};
-    copy_options(&dst, sizeof dst, &src, offsetof(vstruct, b));
-    assert_int_equal(dst.a, 10);
-    assert_int_equal(dst.b, -2);
-    struct { vstruct v; int extra; } big = {{1, 3, 4}, 99};
+    /* an old caller's struct, followed by bytes that are not its own: they
+     * are not read, the field it lacks keeps its default */
+    struct {
+        vstruct_old v;
+        int beyond;
+    } old = {{VSTRUCT_OLD_VERSION, 7}, 12345};
+    assert_int_equal(take_vstruct(&old.v, &out, "old"), DISTILL_OK);
+    assert_int_equal(out.a, 7);
+    assert_int_equal(out.b, -2);
+
+    /* struct_copy_out writes up to the caller's version only, and keeps
+     * the caller's version field */
+    const vstruct full = {VSTRUCT_VERSION, 10, 20};
+    unsigned char buf[sizeof(vstruct) + 8];
+    memset(buf, 0xAB, sizeof buf);
+    unsigned int v = VSTRUCT_OLD_VERSION;
+    memcpy(buf, &v, sizeof v);
+    struct_copy_out(buf, &full, sizeof full);
+    vstruct_old got;
+    memcpy(&got, buf, sizeof got);
+    assert_int_equal(got.version, VSTRUCT_OLD_VERSION);
+    assert_int_equal(got.a, 10);
+    for (size_t i = VSTRUCT_OLD_VERSION; i < sizeof buf; i++)
+        assert_int_equal(buf[i], 0xAB);
+    /* struct_copy_in never copies more than the library's struct holds */
+    struct {
+        vstruct v;
+        int extra;
+    } big = {{VSTRUCT_VERSION + 4, 3, 4}, 99};
     unsigned char guard[sizeof(vstruct) + 8];
     memset(guard, 0xAB, sizeof guard);
-    copy_options(guard, sizeof(vstruct), &big, sizeof big);
-    assert_memory_equal(guard, &big.v, sizeof(vstruct));
+    struct_copy_in(guard, sizeof(vstruct), &big);
+    assert_memory_equal(guard + 4, (const char *)&big.v + 4, sizeof(vstruct) - 4);
     assert_int_equal(guard[sizeof(vstruct)], 0xAB);
 }
 

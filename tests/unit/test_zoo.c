@@ -45,6 +45,20 @@
 
 #include "distill.h"
 
+
+/* The name of input k of the node called `node` (distill_model_node_input). */
+static const char *in_name(const distill_model *m, const char *node, int k)
+{
+    for (size_t i = 0; i < distill_model_node_count(m); i++) {
+        distill_node_info ni = DISTILL_NODE_INFO_INIT;
+        const char *name = NULL;
+        if (distill_model_node(m, i, &ni) == DISTILL_OK && strcmp(ni.name, node) == 0 &&
+            distill_model_node_input(m, i, k, NULL, &name) == DISTILL_OK)
+            return name;
+    }
+    return "(none)";
+}
+
 static distill_zoo_options zopts(void)
 {
     distill_zoo_options o;
@@ -91,7 +105,7 @@ static void cifar_resnet_counts(int n, int in_ch, int classes, int h, int w, con
 static void expect_node(distill_model *m, const char *name, int op, int rank, int64_t d0,
                         int64_t d1, int64_t d2)
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(m, name, &info) != DISTILL_OK)
         fail_msg("node '%s' missing: %s", name, distill_last_error());
     if (info.op != op)
@@ -107,7 +121,7 @@ static void expect_node(distill_model *m, const char *name, int op, int rank, in
 
 static void expect_no_node(distill_model *m, const char *name)
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(m, name, &info) != DISTILL_ENOTFOUND)
         fail_msg("node '%s' should not exist", name);
 }
@@ -210,19 +224,19 @@ static void test_resnet_structure(void **state)
 
     /* wiring: block 0 of stage 2 adds the projected input; block 1 the
      * previous block's output */
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     assert_int_equal(distill_model_find_node(m, "layer2.0.add", &info), DISTILL_OK);
     assert_int_equal(info.n_inputs, 2);
-    assert_string_equal(info.inputs[0], "layer2.0.bn2");
-    assert_string_equal(info.inputs[1], "layer2.0.shortcut.1");
+    assert_string_equal(in_name(m, info.name, 0), "layer2.0.bn2");
+    assert_string_equal(in_name(m, info.name, 1), "layer2.0.shortcut.1");
     assert_int_equal(distill_model_find_node(m, "layer2.0.shortcut.0", &info), DISTILL_OK);
-    assert_string_equal(info.inputs[0], "layer1");
+    assert_string_equal(in_name(m, info.name, 0), "layer1");
     assert_int_equal(info.kernel_h, 1);
     assert_int_equal(info.stride_h, 2);
     assert_int_equal(info.pad_h, 0);
     assert_int_equal(info.bias, 0);
     assert_int_equal(distill_model_find_node(m, "layer2.1.add", &info), DISTILL_OK);
-    assert_string_equal(info.inputs[1], "layer2.0.relu2");
+    assert_string_equal(in_name(m, info.name, 1), "layer2.0.relu2");
     assert_int_equal(distill_model_find_node(m, "layer2.0.conv1", &info), DISTILL_OK);
     assert_int_equal(info.kernel_h, 3);
     assert_int_equal(info.stride_h, 2);
@@ -232,11 +246,11 @@ static void test_resnet_structure(void **state)
     assert_float_equal(info.eps, 1e-5, 1e-12);
     assert_float_equal(info.momentum, 0.1, 1e-7);
     assert_int_equal(distill_model_find_node(m, "fc", &info), DISTILL_OK);
-    assert_string_equal(info.inputs[0], "flatten");
+    assert_string_equal(in_name(m, info.name, 0), "flatten");
     assert_int_equal(info.bias, 1);
 
     /* PyTorch's parameter names and layouts */
-    distill_param_info p;
+    distill_param_info p = DISTILL_PARAM_INFO_INIT;
     assert_int_equal(distill_model_find_param(m, "layer2.0.shortcut.0.weight", &p), DISTILL_OK);
     assert_int_equal(p.rank, 4);
     assert_true(p.dims[0] == 32 && p.dims[1] == 16 && p.dims[2] == 1 && p.dims[3] == 1);
@@ -310,7 +324,7 @@ static void test_options(void **state)
         assert_null(m);
     }
     o = zopts();
-    o.version = 2;
+    o.version = DISTILL_ZOO_OPTIONS_VERSION + 8;
     distill_model *m;
     assert_int_equal(distill_zoo_create(&m, "cnn", &o), DISTILL_EVERSION);
     o = zopts();
@@ -336,7 +350,7 @@ static void test_init(void **state)
     assert_memory_equal(pa, pb, n * sizeof(float));
     assert_int_equal(distill_model_init_weights(b, DISTILL_INIT_KAIMING_NORMAL, 43), DISTILL_OK);
     assert_true(memcmp(pa, pb, n * sizeof(float)) != 0);
-    distill_param_info p;
+    distill_param_info p = DISTILL_PARAM_INFO_INIT;
     assert_int_equal(distill_model_find_param(a, "fc.bias", &p), DISTILL_OK);
     assert_true(p.data[0] == 0.0f); /* Kaiming: zero biases */
     assert_int_equal(distill_model_find_param(a, "layer1.0.bn1.weight", &p), DISTILL_OK);
@@ -383,13 +397,13 @@ static void test_mobilenetv2(void **state)
     expect_node(m, "head.relu", DISTILL_OP_RELU6, 3, 320, 7, 7);
     expect_node(m, "dropout", DISTILL_OP_DROPOUT, 1, 320, 0, 0);
     expect_node(m, "fc", DISTILL_OP_LINEAR, 1, 10, 0, 0);
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     assert_int_equal(distill_model_find_node(m, "layer3.0.conv2", &info), DISTILL_OK);
     assert_int_equal(info.groups, 144); /* depthwise */
     assert_int_equal(info.stride_h, 2);
     assert_int_equal(distill_model_find_node(m, "layer3.1.add", &info), DISTILL_OK);
-    assert_string_equal(info.inputs[0], "layer3.1.bn3");
-    assert_string_equal(info.inputs[1], "layer3.0.bn3");
+    assert_string_equal(in_name(m, info.name, 0), "layer3.1.bn3");
+    assert_string_equal(in_name(m, info.name, 1), "layer3.0.bn3");
     assert_int_equal(distill_model_find_node(m, "dropout", &info), DISTILL_OK);
     assert_float_equal(info.alpha, 0.2, 1e-7);
     distill_model_free(m);
@@ -424,7 +438,7 @@ static void test_cnn(void **state)
     expect_node(m, "fc1", DISTILL_OP_LINEAR, 1, 128, 0, 0);
     expect_node(m, "dropout", DISTILL_OP_DROPOUT, 1, 128, 0, 0);
     expect_node(m, "fc", DISTILL_OP_LINEAR, 1, 10, 0, 0);
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     assert_int_equal(distill_model_find_node(m, "dropout", &info), DISTILL_OK);
     assert_float_equal(info.alpha, 0.25, 1e-7);
     distill_model_free(m);
@@ -493,7 +507,7 @@ static void test_torchvision_counts(void **state)
 static void expect_param(distill_model *m, const char *name, int rank, int64_t d0, int64_t d1,
                          int64_t d2, int64_t d3)
 {
-    distill_param_info p;
+    distill_param_info p = DISTILL_PARAM_INFO_INIT;
     if (distill_model_find_param(m, name, &p) != DISTILL_OK)
         fail_msg("parameter '%s' missing", name);
     const int64_t d[4] = {d0, d1, d2, d3};
@@ -506,7 +520,7 @@ static void expect_param(distill_model *m, const char *name, int rank, int64_t d
 
 static void expect_conv(distill_model *m, const char *name, int k, int stride, int pad, int groups)
 {
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     if (distill_model_find_node(m, name, &info) != DISTILL_OK || info.op != DISTILL_OP_CONV2D)
         fail_msg("'%s' is not a conv2d", name);
     if (info.kernel_h != k || info.kernel_w != k || info.stride_h != stride ||
@@ -529,7 +543,7 @@ static void test_torchvision_structure(void **state)
     distill_model *m = zoo("resnet18", &o);
     expect_conv(m, "conv1", 7, 2, 3, 1);
     expect_node(m, "conv1", DISTILL_OP_CONV2D, 3, 64, 112, 112);
-    distill_node_info info;
+    distill_node_info info = DISTILL_NODE_INFO_INIT;
     assert_int_equal(distill_model_find_node(m, "maxpool", &info), DISTILL_OK);
     assert_int_equal(info.op, DISTILL_OP_MAXPOOL);
     assert_int_equal(info.kernel_h, 3);
