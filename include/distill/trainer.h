@@ -193,7 +193,7 @@ typedef struct distill_progress {
 /** Return nonzero to stop training (the fit returns DISTILL_ECANCELLED). */
 typedef int (*distill_progress_fn)(const distill_progress *p, void *payload);
 
-#define DISTILL_TRAINER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_trainer_options, workers)
+#define DISTILL_TRAINER_OPTIONS_VERSION DISTILL_STRUCT_VERSION(distill_trainer_options, no_decay_bn_bias)
 
 typedef struct distill_trainer_options {
     unsigned int version;  /**< DISTILL_TRAINER_OPTIONS_VERSION */
@@ -232,12 +232,18 @@ typedef struct distill_trainer_options {
     float rrc_scale[2];         /**< {0, 0} = {0.08, 1} */
     float rrc_ratio[2];         /**< {0, 0} = {3/4, 4/3} */
     int workers;                /**< loader threads (distill_loader_options.workers); 0 */
+    /* the optimizer the trainer makes for the student (and for the adapters
+     * of feature losses), as distill_optimizer_options */
+    double max_grad_norm;  /**< > 0: clip the gradients' global L2 norm to this, per model
+                                (student, each adapter), as torch's clip_grad_norm_; 0 = off */
+    int no_decay_bn_bias;  /**< nonzero: no weight decay on biases and BatchNorm scale and
+                                shift; 0 */
 } distill_trainer_options;
 
 #define DISTILL_TRAINER_OPTIONS_INIT                                                  \
     {DISTILL_TRAINER_OPTIONS_VERSION, 1, 128, 0.1, 0.9, 1, 5e-4, 2 /* cosine */, 0, 0, 0, 0, \
      0, {0, 0, 0, 0}, {1, 1, 1, 1}, 0, 1, 0, NULL, NULL, 50, 0, 0, {0, 0}, {0, 0},      \
-     {0.0f, 0.0f}, {0.0f, 0.0f}, 0}
+     {0.0f, 0.0f}, {0.0f, 0.0f}, 0, 0.0, 0}
 
 DISTILL_API int distill_trainer_options_init(distill_trainer_options *opts, unsigned int version);
 
@@ -376,8 +382,16 @@ DISTILL_API int distill_trainer_fit(distill_trainer *tr, const distill_dataset *
 DISTILL_API int distill_trainer_step(distill_trainer *tr, const distill_tensor *images,
                                      const int32_t *labels, double *loss);
 
-/** Steps (optimizer updates) done so far, counting those before a resume; the
- *  learning rate of the last step is in distill_progress::lr. */
+/**
+ * The number of optimizer updates this trainer has made to the student,
+ * by distill_trainer_fit() and distill_trainer_step() alike, including
+ * those restored from a checkpoint (distill_trainer_load_checkpoint sets
+ * it to the checkpoint's count).  A batch skipped for non-finite values
+ * (skip_nonfinite) or a step that failed is not counted: it updated
+ * nothing (the skipped ones are distill_progress::skipped_steps).  It is
+ * the step the learning-rate schedule is at, the count max_steps limits,
+ * and distill_progress::step.  0 for NULL.
+ */
 DISTILL_API int64_t distill_trainer_steps_done(const distill_trainer *tr);
 
 /**

@@ -63,6 +63,8 @@ int trainer_make_optimizer(distill_model *m, const distill_trainer_options *o,
     oo.momentum = o->momentum;
     oo.nesterov = o->nesterov && o->momentum > 0;
     oo.weight_decay = o->weight_decay;
+    oo.max_grad_norm = o->max_grad_norm;
+    oo.no_decay_bn_bias = o->no_decay_bn_bias;
     return distill_optimizer_create(out, m, &oo);
 }
 

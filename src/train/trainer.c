@@ -36,9 +36,10 @@ static int check_options(const distill_trainer_options *o)
     if (o->epochs < 1 || o->batch_size < 1 || !(o->lr >= 0) ||
         !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) ||
         o->crop_padding < 0 || o->warmup_steps < 0 || o->steps_per_epoch < 0 ||
-        o->max_steps < 0)
-        return seterr(DISTILL_EINVAL, "trainer options: epochs and batch_size must be >= 1, lr and "
-                                      "weight_decay >= 0, momentum in [0, 1), counts >= 0");
+        o->max_steps < 0 || !(o->max_grad_norm >= 0 && isfinite(o->max_grad_norm)))
+        return seterr(DISTILL_EINVAL, "trainer options: epochs and batch_size must be >= 1, lr, "
+                                      "weight_decay and max_grad_norm >= 0, momentum in [0, 1), "
+                                      "counts >= 0");
     return trainer_check_norm(o->norm_count, o->mean, o->std, "trainer options");
 }
 

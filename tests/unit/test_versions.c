@@ -206,6 +206,85 @@ static void test_old_conv_options(void **state)
     distill_model_free(m);
 }
 
+/* distill_trainer_options as built before max_grad_norm and
+ * no_decay_bn_bias were appended */
+typedef struct old_trainer_options {
+    unsigned int version;
+    int epochs;
+    int batch_size;
+    double lr;
+    double momentum;
+    int nesterov;
+    double weight_decay;
+    int schedule;
+    int64_t warmup_steps;
+    uint64_t seed;
+    int crop_padding;
+    int hflip;
+    int norm_count;
+    float mean[4];
+    float std[4];
+    int skip_nonfinite;
+    int prefetch;
+    int64_t steps_per_epoch;
+    distill_progress_fn progress;
+    void *progress_payload;
+    int progress_every;
+    int64_t max_steps;
+    int resize;
+    int center_crop[2];
+    int random_resized_crop[2];
+    float rrc_scale[2];
+    float rrc_ratio[2];
+    int workers;
+} old_trainer_options;
+SAME_OFFSET(old_trainer_options, distill_trainer_options, lr);
+SAME_OFFSET(old_trainer_options, distill_trainer_options, seed);
+SAME_OFFSET(old_trainer_options, distill_trainer_options, progress);
+SAME_OFFSET(old_trainer_options, distill_trainer_options, max_steps);
+SAME_OFFSET(old_trainer_options, distill_trainer_options, workers);
+
+static void train_steps(distill_model *m, const distill_trainer_options *o, distill_dataset *ds)
+{
+    distill_trainer *tr;
+    CHECK(distill_trainer_create(&tr, m, NULL, o));
+    CHECK(distill_trainer_fit(tr, ds, NULL));
+    assert_int_equal(distill_trainer_steps_done(tr), 3);
+    distill_trainer_free(tr);
+}
+
+static void test_old_trainer_options(void **state)
+{
+    (void)state;
+    distill_dataset *ds = tiny_data();
+    distill_trainer_options o = DISTILL_TRAINER_OPTIONS_INIT;
+    o.batch_size = 4;
+    o.max_steps = 3;
+    o.prefetch = 0;
+    o.lr = 0.5;
+    distill_model *a = tiny_model(3), *b = tiny_model(3);
+    train_steps(a, &o, ds);
+
+    old_trainer_options old;
+    memcpy(&old, &o, sizeof old);
+    old.version = DISTILL_STRUCT_VERSION(old_trainer_options, workers);
+    block blk;
+    /* max_grad_norm read from the poison would be NaN: refused */
+    train_steps(b, poisoned(&blk, &old, sizeof old), ds);
+    size_t na, nb;
+    const float *pa = distill_model_param_block(a, &na), *pb = distill_model_param_block(b, &nb);
+    assert_true(na == nb);
+    assert_memory_equal(pa, pb, na * sizeof *pa);
+
+    distill_trainer *tr;
+    o.version = DISTILL_TRAINER_OPTIONS_VERSION + 8;
+    assert_int_equal(distill_trainer_create(&tr, a, NULL, &o), DISTILL_EVERSION);
+    assert_null(tr);
+    distill_model_free(a);
+    distill_model_free(b);
+    distill_dataset_free(ds);
+}
+
 /* ------------------------------------------------- vtables, in */
 
 typedef struct old_teacher_callback {
@@ -563,6 +642,7 @@ int main(void)
         cmocka_unit_test(test_init_macros),
         cmocka_unit_test(test_old_options_in),
         cmocka_unit_test(test_old_conv_options),
+        cmocka_unit_test(test_old_trainer_options),
         cmocka_unit_test(test_old_vtables),
         cmocka_unit_test(test_results_out),
         cmocka_unit_test(test_progress_version),
