@@ -456,6 +456,20 @@ typedef struct distill_eval_result {
 DISTILL_API int distill_evaluate(distill_model *model, const distill_dataset *ds,
                                  const distill_eval_options *opts, distill_eval_result *res);
 
+/**
+ * Evaluate a teacher on `ds` as distill_evaluate() evaluates a model: the
+ * teacher's logits (distill_teacher_forward, so a callback teacher's host
+ * engine or an ensemble) give the loss, top-1 and top-5 accuracy of
+ * labelled data, and the agreement with opts->agreement when set.  A
+ * cached teacher cannot be evaluated (DISTILL_EUNSUPPORTED): its logits
+ * exist only for the augmented views of a training run.  Samples must have
+ * the shape the teacher expects (a model teacher checks it: DISTILL_ESHAPE).
+ * Errors as distill_evaluate(), and the status a callback returns.
+ */
+DISTILL_API int distill_evaluate_teacher(distill_teacher *teacher, const distill_dataset *ds,
+                                         const distill_eval_options *opts,
+                                         distill_eval_result *res);
+
 /* ---------------------------------------------------- compression report */
 
 #define DISTILL_REPORT_SIDE_VERSION DISTILL_STRUCT_VERSION(distill_report_side, accuracy)

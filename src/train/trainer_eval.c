@@ -162,3 +162,11 @@ int distill_evaluate(distill_model *model, const distill_dataset *ds,
         return seterr(DISTILL_EINVAL, "distill_evaluate: model is NULL");
     return evaluate(model, NULL, ds, opts, res, "distill_evaluate");
 }
+
+int distill_evaluate_teacher(distill_teacher *teacher, const distill_dataset *ds,
+                             const distill_eval_options *opts, distill_eval_result *res)
+{
+    if (!teacher)
+        return seterr(DISTILL_EINVAL, "distill_evaluate_teacher: teacher is NULL");
+    return evaluate(NULL, teacher, ds, opts, res, "distill_evaluate_teacher");
+}
