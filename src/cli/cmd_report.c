@@ -109,7 +109,7 @@ static int measure_confusion(report_run *r, const distill_eval_options *base, in
     r->d.models[m].confusion = cm;
     distill_eval_options eo = *base;
     eo.confusion = cm;
-    distill_eval_result res;
+    distill_eval_result res = DISTILL_EVAL_RESULT_INIT;
     int rc = distill_evaluate(model, r->ds, &eo, &res);
     return rc ? cli_fail_lib(rc, "evaluating %s", r->d.models[m].name) : CLI_OK;
 }

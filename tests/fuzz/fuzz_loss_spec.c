@@ -27,15 +27,13 @@ static void evaluate(distill_loss *l)
     }
     for (int i = 0; i < N; i++)
         y[i] = i % CLASSES;
-    distill_loss_batch b;
-    memset(&b, 0, sizeof b);
+    distill_loss_batch b = DISTILL_LOSS_BATCH_INIT;
     b.n = N;
     b.classes = CLASSES;
     b.student_logits = s;
     b.teacher_logits = t;
     b.labels = y;
-    distill_loss_grads gr;
-    memset(&gr, 0, sizeof gr);
+    distill_loss_grads gr = DISTILL_LOSS_GRADS_INIT;
     gr.student_logits = g;
     double v = 0;
     int rc = distill_loss_forward(l, &b, &v, &gr);

@@ -79,7 +79,7 @@ static distill_model *make(const char *name)
 static int check(distill_model *m, ref_model *r, const double *x, int n, const char *what,
                  const char *name)
 {
-    distill_node_info in, out;
+    distill_node_info in = DISTILL_NODE_INFO_INIT, out = DISTILL_NODE_INFO_INIT;
     OK(distill_model_node(m, 0, &in));
     OK(distill_model_find_node(m, distill_model_output_name(m), &out));
     int64_t xd[4] = {n}, yd[2] = {n, out.dims[0]};
@@ -166,7 +166,7 @@ static int same(const distill_tensor *y, const float *want, const char *name, co
 static int drill(const char *name, int n_big, uint64_t seed, int full)
 {
     distill_model *m = make(name);
-    distill_node_info in, out;
+    distill_node_info in = DISTILL_NODE_INFO_INIT, out = DISTILL_NODE_INFO_INIT;
     OK(distill_model_node(m, 0, &in));
     OK(distill_model_find_node(m, distill_model_output_name(m), &out));
     size_t per = 1;
