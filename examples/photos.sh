@@ -15,7 +15,7 @@
 # env:   PER_CLASS (500 training images per class), VAL_PER_CLASS (100),
 #        SIZE (64), LOAD_SIZE (72), EPOCHS_TEACHER (10), EPOCHS_STUDENT (10),
 #        BATCH (64), LR (0.01: the peak learning rate of both runs; at the
-#        program's default 0.1 neither network learns this set), SEED (0),
+#        program's default 0.1 the ResNet-18 teacher does not learn this set), SEED (0),
 #        THREADS (all cores), WORKERS (1),
 #        BUILD_DIR (build-main: not the tests' build/)
 # Needs the packages of tests/deps.sh (run it once as root), which include
